@@ -1,0 +1,3 @@
+from criruntime.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Typed domain errors. The server maps each to one gRPC status code, in one place."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class CriError(Exception):
+    """Base of every error a CRI caller should see with a specific status code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(CriError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(CriError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(CriError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(CriError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class DeadlineExceeded(CriError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class ResourceExhausted(CriError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(CriError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unimplemented(CriError):
+    code = grpc.StatusCode.UNIMPLEMENTED

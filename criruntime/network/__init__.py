@@ -1,0 +1,1 @@
+"""CNI: finding the network config and executing plugins (spec 1.0)."""

@@ -1,0 +1,1 @@
+"""Node-level CRI verbs: Version, Status, RuntimeConfig, UpdateRuntimeConfig."""

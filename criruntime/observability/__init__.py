@@ -1,0 +1,1 @@
+"""Logs and metrics: what a node operator reads when something goes wrong."""

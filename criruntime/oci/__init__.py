@@ -1,0 +1,1 @@
+"""The OCI runtime seam: runc / crun (and later conmon) behind one interface."""

@@ -1,0 +1,37 @@
+"""runtime.v1.RuntimeService: thin handlers that call the domain code and return its answer."""
+
+from __future__ import annotations
+
+from grpc import aio
+
+from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.api.runtime.v1 import api_pb2_grpc as api_grpc
+from criruntime.node import runtime_config, status, version
+from criruntime.server.services import Services
+from criruntime.server.unimplemented import fill_unimplemented
+
+Context = aio.ServicerContext[object, object]
+
+
+@fill_unimplemented(
+    api.DESCRIPTOR.services_by_name["RuntimeService"], api_grpc.RuntimeServiceServicer
+)
+class RuntimeServicer(api_grpc.RuntimeServiceServicer):  # type: ignore[misc]  # generated, untyped
+    def __init__(self, services: Services) -> None:
+        self._s = services
+
+    async def Version(self, request: api.VersionRequest, context: Context) -> api.VersionResponse:
+        return version.version()
+
+    async def Status(self, request: api.StatusRequest, context: Context) -> api.StatusResponse:
+        return status.status(request, self._s.config, self._s.settings)
+
+    async def RuntimeConfig(
+        self, request: api.RuntimeConfigRequest, context: Context
+    ) -> api.RuntimeConfigResponse:
+        return runtime_config.runtime_config(self._s.config)
+
+    async def UpdateRuntimeConfig(
+        self, request: api.UpdateRuntimeConfigRequest, context: Context
+    ) -> api.UpdateRuntimeConfigResponse:
+        return runtime_config.update_runtime_config(request, self._s.settings)

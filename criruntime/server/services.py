@@ -1,0 +1,25 @@
+"""The domain services the servicers call, built once at start-up from the Config."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from criruntime.config import Config
+from criruntime.store.db import Database
+from criruntime.store.settings import SettingsStore
+
+
+@dataclass
+class Services:
+    config: Config
+    db: Database
+    settings: SettingsStore
+
+    @classmethod
+    def open(cls, config: Config) -> Services:
+        db = Database(os.path.join(config.root, "criruntime.db"))
+        return cls(config=config, db=db, settings=SettingsStore(db))
+
+    async def close(self) -> None:
+        self.db.close()

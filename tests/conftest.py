@@ -1,0 +1,166 @@
+"""Shared fixtures: the real criruntime daemon on a temporary socket with temporary state.
+
+`daemon` is a running daemon with a test config; `make_daemon(config_toml)` builds one with
+extra TOML. Every daemon is stopped by its PID at teardown, and teardown checks it left no socket.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+
+from criruntime.api.runtime.v1 import api_pb2_grpc as api_grpc
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START_TIMEOUT = 15.0
+
+
+@dataclass
+class Daemon:
+    """A criruntime daemon process under test, with generated gRPC clients."""
+
+    base: str  # short temp dir (unix socket paths are limited to 108 bytes)
+    extra_config: str = ""
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    channel: grpc.Channel | None = None
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.base, "cri.sock")
+
+    @property
+    def root(self) -> str:
+        return os.path.join(self.base, "root")
+
+    @property
+    def state(self) -> str:
+        return os.path.join(self.base, "state")
+
+    @property
+    def cni_conf_dir(self) -> str:
+        return os.path.join(self.base, "net.d")
+
+    @property
+    def cni_bin_dir(self) -> str:
+        return os.path.join(self.base, "cni-bin")
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.base, "config.toml")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.base, "daemon.log")
+
+    def write_config(self) -> None:
+        os.makedirs(self.cni_conf_dir, exist_ok=True)
+        os.makedirs(self.cni_bin_dir, exist_ok=True)
+        with open(self.config_path, "w") as f:
+            # A private CNI dir keeps the host's /etc/cni/net.d out of the test.
+            f.write(f'[cni]\nconf_dir = "{self.cni_conf_dir}"\nbin_dirs = ["{self.cni_bin_dir}"]\n')
+            f.write(self.extra_config)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "criruntime", "serve",
+            "--config", self.config_path, "--socket", self.socket,
+            "--root", self.root, "--state", self.state, "--log-level", "debug",
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self) -> Daemon:
+        self.write_config()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=REPO)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not os.path.exists(self.socket):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.logs()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"daemon did not create its socket:\n{self.logs()}")
+            time.sleep(0.02)
+        self.channel = grpc.insecure_channel(f"unix://{self.socket}")
+        grpc.channel_ready_future(self.channel).result(timeout=START_TIMEOUT)
+        return self
+
+    @property
+    def runtime(self) -> api_grpc.RuntimeServiceStub:
+        assert self.channel is not None, "daemon not started"
+        return api_grpc.RuntimeServiceStub(self.channel)
+
+    @property
+    def image(self) -> api_grpc.ImageServiceStub:
+        assert self.channel is not None, "daemon not started"
+        return api_grpc.ImageServiceStub(self.channel)
+
+    def logs(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def _close_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signals the daemon by PID and waits; returns its exit code."""
+        self._close_channel()
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> Daemon:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+        return self.start()
+
+
+def _new_base() -> str:
+    return tempfile.mkdtemp(prefix="crir-", dir="/tmp")
+
+
+@pytest.fixture
+def make_daemon() -> Iterator[Callable[..., Daemon]]:
+    made: list[Daemon] = []
+
+    def make(config_toml: str = "", args: list[str] | None = None, start: bool = True) -> Daemon:
+        d = Daemon(base=_new_base(), extra_config=config_toml, extra_args=args or [])
+        made.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in made:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+        left = os.path.exists(d.socket)
+        shutil.rmtree(d.base, ignore_errors=True)
+        assert not left, f"daemon left its socket {d.socket} behind"
+
+
+@pytest.fixture
+def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
+    return make_daemon()
