@@ -1,4 +1,8 @@
-"""runtime.v1.RuntimeService: thin handlers that call the domain code and return its answer."""
+"""runtime.v1.RuntimeService: thin handlers that call the domain code and return its answer.
+
+The node-level RPCs live here; pod and container RPCs live in sandbox_rpcs.py and
+container_rpcs.py and are mixed in, as containerd spreads one CRI service over many files.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from grpc import aio
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.api.runtime.v1 import api_pb2_grpc as api_grpc
 from criruntime.node import runtime_config, status, version
+from criruntime.server.container_rpcs import ContainerRpcs
+from criruntime.server.sandbox_rpcs import SandboxRpcs
 from criruntime.server.services import Services
 from criruntime.server.unimplemented import fill_unimplemented
 
@@ -16,7 +22,7 @@ Context = aio.ServicerContext[object, object]
 @fill_unimplemented(
     api.DESCRIPTOR.services_by_name["RuntimeService"], api_grpc.RuntimeServiceServicer
 )
-class RuntimeServicer(api_grpc.RuntimeServiceServicer):  # type: ignore[misc]  # generated, untyped
+class RuntimeServicer(SandboxRpcs, ContainerRpcs, api_grpc.RuntimeServiceServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, services: Services) -> None:
         self._s = services
 
