@@ -67,9 +67,12 @@ class Daemon:
         os.makedirs(self.cni_conf_dir, exist_ok=True)
         os.makedirs(self.cni_bin_dir, exist_ok=True)
         with open(self.config_path, "w") as f:
-            # A private CNI dir keeps the host's /etc/cni/net.d out of the test.
-            f.write(f'[cni]\nconf_dir = "{self.cni_conf_dir}"\nbin_dirs = ["{self.cni_bin_dir}"]\n')
-            f.write(self.extra_config)
+            # Extra TOML first, so its top-level keys are not swallowed by the [cni] table.
+            f.write(self.extra_config + "\n")
+            if "[cni]" not in self.extra_config:
+                # A private CNI dir keeps the host's /etc/cni/net.d out of the test.
+                f.write(f'[cni]\nconf_dir = "{self.cni_conf_dir}"\n')
+                f.write(f'bin_dirs = ["{self.cni_bin_dir}"]\n')
 
     def command(self) -> list[str]:
         return [
@@ -143,6 +146,14 @@ def _new_base() -> str:
     return tempfile.mkdtemp(prefix="crir-", dir="/tmp")
 
 
+def _teardown(d: Daemon) -> None:
+    if d.proc is not None and d.proc.poll() is None:
+        d.stop()
+    left = os.path.exists(d.socket)
+    shutil.rmtree(d.base, ignore_errors=True)
+    assert not left, f"daemon left its socket {d.socket} behind"
+
+
 @pytest.fixture
 def make_daemon() -> Iterator[Callable[..., Daemon]]:
     made: list[Daemon] = []
@@ -154,13 +165,18 @@ def make_daemon() -> Iterator[Callable[..., Daemon]]:
 
     yield make
     for d in made:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop()
-        left = os.path.exists(d.socket)
-        shutil.rmtree(d.base, ignore_errors=True)
-        assert not left, f"daemon left its socket {d.socket} behind"
+        _teardown(d)
 
 
 @pytest.fixture
 def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
+    """A fresh daemon for one test."""
     return make_daemon()
+
+
+@pytest.fixture(scope="session")
+def shared_daemon() -> Iterator[Daemon]:
+    """One daemon for tests that only read node-level state; saves a start per test."""
+    d = Daemon(base=_new_base()).start()
+    yield d
+    _teardown(d)

@@ -13,10 +13,15 @@ from criruntime.errors import Unimplemented
 T = TypeVar("T", bound=type)
 
 
+# Set on generated placeholders so tests can tell which RPCs must answer UNIMPLEMENTED.
+MARK = "__cri_unimplemented__"
+
+
 def _unary(name: str) -> Any:
     async def rpc(self: object, request: object, context: object) -> object:
         raise Unimplemented(f"{name} is not implemented by criruntime")
 
+    setattr(rpc, MARK, True)
     return rpc
 
 
@@ -25,6 +30,7 @@ def _stream(name: str) -> Any:
         raise Unimplemented(f"{name} is not implemented by criruntime")
         yield  # makes this an async generator, as unary-stream handlers are
 
+    setattr(rpc, MARK, True)
     return rpc
 
 

@@ -1,0 +1,61 @@
+"""Error mapping: typed domain errors keep their code; anything else is INTERNAL, not a crash."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+
+from criruntime.errors import AlreadyExists, CriError, InvalidArgument, NotFound
+from criruntime.server.interceptor import _wrap_stream, _wrap_unary
+
+
+class _Aborted(Exception):
+    pass
+
+
+class FakeContext:
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise _Aborted
+
+
+def _call_unary(exc: BaseException) -> FakeContext:
+    async def behavior(request: Any, context: Any) -> Any:
+        raise exc
+
+    context = FakeContext()
+    with pytest.raises(_Aborted):
+        asyncio.run(_wrap_unary(behavior, "/runtime.v1.RuntimeService/Version")(None, context))
+    return context
+
+
+@pytest.mark.parametrize("error", [InvalidArgument("bad"), NotFound("gone"), AlreadyExists("dup")])
+def test_domain_errors_keep_their_code_and_message(error: CriError) -> None:
+    assert _call_unary(error).aborted == (error.code, str(error))
+
+
+def test_unexpected_errors_become_internal_naming_the_rpc() -> None:
+    code, details = _call_unary(KeyError("k")).aborted or (None, "")
+    assert code == grpc.StatusCode.INTERNAL
+    assert details.startswith("internal error in Version")
+
+
+def test_stream_errors_are_mapped_too() -> None:
+    async def behavior(request: Any, context: Any) -> Any:
+        yield 1
+        raise NotFound("no such pod")
+
+    async def drain(context: FakeContext) -> list[Any]:
+        wrapped = _wrap_stream(behavior, "/runtime.v1.RuntimeService/StreamPodSandboxes")
+        return [item async for item in wrapped(None, context)]
+
+    context = FakeContext()
+    with pytest.raises(_Aborted):
+        asyncio.run(drain(context))
+    assert context.aborted == (grpc.StatusCode.NOT_FOUND, "no such pod")
