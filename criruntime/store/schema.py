@@ -33,15 +33,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX containers_by_pod ON containers(pod_id);
     CREATE TABLE images (
         id         TEXT PRIMARY KEY,      -- config digest
-        manifest_digest TEXT NOT NULL,
-        size       INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        data       TEXT NOT NULL          -- JSON: config, manifest, layer chain ids, ...
+        manifest_digest TEXT NOT NULL,    -- platform manifest (not the index)
+        size       INTEGER NOT NULL,      -- manifest + config + compressed layers
+        created_at INTEGER NOT NULL,      -- unix nanoseconds
+        data       TEXT NOT NULL          -- JSON: config, manifest, chain_ids, blobs
     );
     CREATE TABLE image_names (
-        name     TEXT PRIMARY KEY,        -- repo:tag or repo@digest
+        name     TEXT PRIMARY KEY,        -- normalised repo:tag or repo@digest
         image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
     );
     CREATE INDEX image_names_by_image ON image_names(image_id);
+    CREATE TABLE layer_leases (           -- layers kept alive by something other than an image
+        owner    TEXT NOT NULL,           -- e.g. a container id
+        chain_id TEXT NOT NULL,
+        PRIMARY KEY (owner, chain_id)
+    );
     """,
 ]
