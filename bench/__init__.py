@@ -1,0 +1,1 @@
+"""Benchmarks: the same CRI operations against criruntime and containerd, in one run, as ratios."""
