@@ -1,4 +1,4 @@
-"""Command line: `criruntime serve`, `criruntime config default`."""
+"""Command line: `criruntime serve`, `criruntime config default|check`, `criruntime images`."""
 
 from __future__ import annotations
 
@@ -33,18 +33,42 @@ def _parser() -> argparse.ArgumentParser:
     cfg_commands.add_parser("default", help="print the full default config with comments")
     check = cfg_commands.add_parser("check", help="validate a config file")
     check.add_argument("--config", help=f"TOML config file (default {config.DEFAULT_PATH})")
+
+    images = commands.add_parser("images", help="manage images offline (safe with the daemon up)")
+    images.add_argument("--config", help=f"TOML config file (default {config.DEFAULT_PATH})")
+    images.add_argument("--root", help="persistent state dir (default /var/lib/criruntime)")
+    img_commands = images.add_subparsers(dest="images_command", required=True)
+    imp = img_commands.add_parser("import", help="load an OCI layout or docker-archive tarball")
+    imp.add_argument("file")
+    img_commands.add_parser("ls", help="list images")
     return parser
 
 
-def _load_for_serve(args: argparse.Namespace) -> config.Config:
+def _load(args: argparse.Namespace) -> config.Config:
     loaded = config.load(args.config)
     # Flags beat the file: an operator's command line is the most specific intent.
     overrides = {
         key: os.path.abspath(value) if key in ("socket", "root", "state") else value
         for key in ("socket", "root", "state", "log_level", "log_format")
-        if (value := getattr(args, key)) is not None
+        if (value := getattr(args, key, None)) is not None
     }
     return dataclasses.replace(loaded, **overrides)
+
+
+def _images(args: argparse.Namespace, cfg: config.Config) -> int:
+    from criruntime.errors import CriError
+    from criruntime.image import cli_commands
+
+    if args.images_command == "ls":
+        print(cli_commands.format_images(cli_commands.list_images(cfg)))
+        return 0
+    try:
+        for image_id in cli_commands.import_image(cfg, os.path.abspath(args.file)):
+            print(image_id)
+    except (CriError, OSError) as e:
+        print(f"criruntime: cannot import {args.file}: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        cfg = _load_for_serve(args)
+        cfg = _load(args)
     except config.ConfigError as e:
         print(f"criruntime: invalid config: {e}", file=sys.stderr)
         return 1
+    if args.command == "images":
+        return _images(args, cfg)
     obs_logging.setup(cfg.log_level, cfg.log_format)
     from criruntime.server import daemon  # after logging is set up; pulls in grpc
 

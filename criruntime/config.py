@@ -43,6 +43,14 @@ def _one_of(*allowed: str) -> Validator:
     return check
 
 
+def _at_least(minimum: int) -> Validator:
+    def check(value: Any) -> None:
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}, not {value}")
+
+    return check
+
+
 def _absolute_path(value: Any) -> None:
     if not os.path.isabs(value):
         raise ValueError(f"must be an absolute path, not {value!r}")
@@ -114,6 +122,17 @@ class RegistryConfig:
     )
     mirrors: dict[str, RegistryMirrorConfig] = _opt_factory(
         dict, 'Per-registry mirrors: [registry.mirrors."HOST"] endpoints = ["http://..."].'
+    )
+    certs_dir: str = _opt(
+        "/etc/criruntime/certs.d",
+        "Per-registry TLS: <dir>/HOST[:PORT]/*.crt are CAs, *.cert + *.key a client cert.",
+        _absolute_path,
+    )
+    max_concurrent_downloads: int = _opt(3, "Layers downloaded in parallel per pull.", _at_least(1))
+    no_progress_timeout: int = _opt(
+        60,
+        "Seconds a download may make no progress before it is retried, then failed.",
+        _at_least(1),
     )
 
 

@@ -15,4 +15,29 @@ Context = aio.ServicerContext[object, object]
 @fill_unimplemented(api.DESCRIPTOR.services_by_name["ImageService"], api_grpc.ImageServiceServicer)
 class ImageServicer(api_grpc.ImageServiceServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, services: Services) -> None:
-        self._s = services
+        self._image = services.image
+
+    async def PullImage(
+        self, request: api.PullImageRequest, context: Context
+    ) -> api.PullImageResponse:
+        return await self._image.pull_image(request)
+
+    async def ListImages(
+        self, request: api.ListImagesRequest, context: Context
+    ) -> api.ListImagesResponse:
+        return await self._image.list_images(request)
+
+    async def ImageStatus(
+        self, request: api.ImageStatusRequest, context: Context
+    ) -> api.ImageStatusResponse:
+        return await self._image.image_status(request)
+
+    async def RemoveImage(
+        self, request: api.RemoveImageRequest, context: Context
+    ) -> api.RemoveImageResponse:
+        return await self._image.remove_image(request)
+
+    async def ImageFsInfo(
+        self, request: api.ImageFsInfoRequest, context: Context
+    ) -> api.ImageFsInfoResponse:
+        return await self._image.image_fs_info(request)

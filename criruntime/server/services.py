@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from criruntime.config import Config
+from criruntime.image.service import ImageService
 from criruntime.store.db import Database
 from criruntime.store.settings import SettingsStore
 
@@ -15,11 +16,13 @@ class Services:
     config: Config
     db: Database
     settings: SettingsStore
+    image: ImageService
 
     @classmethod
     def open(cls, config: Config) -> Services:
         db = Database(os.path.join(config.root, "criruntime.db"))
-        return cls(config=config, db=db, settings=SettingsStore(db))
+        return cls(config=config, db=db, settings=SettingsStore(db), image=ImageService(config, db))
 
     async def close(self) -> None:
+        await self.image.close()
         self.db.close()

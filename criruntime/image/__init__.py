@@ -1,0 +1,1 @@
+"""Images: references, registry client, content store, layer store, the CRI image verbs, GC."""
