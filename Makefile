@@ -33,6 +33,7 @@ proto: $(GEN)
 deps: $(STAMPS)/venv $(GEN)
 
 run: deps
+	hack/install-cni.sh
 	$(VENV)/bin/criruntime serve $(ARGS)
 
 test: deps $(STAMPS)/apt-test
