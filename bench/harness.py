@@ -89,6 +89,9 @@ def _containerd_config(base: str, setup: Setup) -> str:
         cri,
         f'sandbox_image = "{setup.sandbox_image}"',
         "enable_cdi = false",
+        # kubelet-style sandboxes ask for oom_score_adj -998, which this host denies; this
+        # containerd switch clamps instead of failing, as criruntime does.
+        "restrict_oom_score_adj = true",
         f"{cri[:-1]}.cni]",
         f'bin_dir = "{setup.cni_bin_dirs[0]}"',
         f'conf_dir = "{setup.cni_conf_dir}"',

@@ -39,5 +39,11 @@ class Unavailable(CriError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Unknown(CriError):
+    """An outside component (a CNI plugin, an OCI runtime) failed; its own message is kept."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+
 class Unimplemented(CriError):
     code = grpc.StatusCode.UNIMPLEMENTED

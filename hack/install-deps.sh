@@ -7,7 +7,7 @@
 set -euo pipefail
 
 declare -A GROUP=(
-  [runtime]="runc crun conmon iproute2 iptables util-linux ca-certificates python3-venv"
+  [runtime]="runc crun conmon catatonit iproute2 iptables util-linux ca-certificates python3-venv"
   [test]="docker-registry apache2-utils containernetworking-plugins busybox-static curl openssl"
   [bench]="containerd"
 )

@@ -62,6 +62,8 @@ async def _serve_locked(config: Config) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(config.socket)
     services = Services.open(config)
+    # Pods left by a previous daemon are reconciled before the first RPC can touch them.
+    await services.sandboxes.ensure_recovered()
     server = aio.server(
         interceptors=[CriInterceptor()],
         options=[

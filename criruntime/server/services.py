@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from criruntime.config import Config
 from criruntime.image.service import ImageService
+from criruntime.sandbox.service import SandboxService
 from criruntime.store.db import Database
 from criruntime.store.settings import SettingsStore
 
@@ -17,11 +18,19 @@ class Services:
     db: Database
     settings: SettingsStore
     image: ImageService
+    sandboxes: SandboxService
 
     @classmethod
     def open(cls, config: Config) -> Services:
         db = Database(os.path.join(config.root, "criruntime.db"))
-        return cls(config=config, db=db, settings=SettingsStore(db), image=ImageService(config, db))
+        settings = SettingsStore(db)
+        return cls(
+            config=config,
+            db=db,
+            settings=settings,
+            image=ImageService(config, db),
+            sandboxes=SandboxService(config, db, settings),
+        )
 
     async def close(self) -> None:
         await self.image.close()

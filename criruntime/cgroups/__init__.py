@@ -1,0 +1,1 @@
+"""Pod cgroups with the cgroupfs driver; the v1 / v2 split lives only in cgroupfs.py."""

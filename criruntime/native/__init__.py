@@ -1,0 +1,1 @@
+"""Bindings for the few Linux syscalls Python 3.11 lacks (setns, unshare, mount, umount2)."""

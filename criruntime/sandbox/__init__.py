@@ -1,0 +1,1 @@
+"""Pod sandbox lifecycle: pinned namespaces, pod cgroup, hostname/hosts/resolv.conf, CNI."""
