@@ -114,6 +114,13 @@ class LayerStore:
         with contextlib.suppress(FileExistsError):
             os.symlink(target, link)
 
+    def lower_dirs(self, chain_ids_bottom_up: list[str]) -> list[str]:
+        """Absolute short-link paths of the layers, lowest first: short enough that a mount
+        made relative to their common parent (images/l) fits 128 layers in one page."""
+        for chain_id in chain_ids_bottom_up:
+            self._ensure_link(chain_id)
+        return [os.path.join(self.images_root, self.short_link(c)) for c in chain_ids_bottom_up]
+
     def lowerdir_option(self, chain_ids_bottom_up: list[str]) -> str:
         """`lowerdir=l/top:…:l/bottom`, valid with the mount's cwd at `images_root`."""
         for chain_id in chain_ids_bottom_up:

@@ -62,8 +62,9 @@ async def _serve_locked(config: Config) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(config.socket)
     services = Services.open(config)
-    # Pods left by a previous daemon are reconciled before the first RPC can touch them.
+    # Pods and containers left by a previous daemon are reconciled before the first RPC.
     await services.sandboxes.ensure_recovered()
+    await services.containers.ensure_recovered()
     server = aio.server(
         interceptors=[CriInterceptor()],
         options=[

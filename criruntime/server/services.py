@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from criruntime.config import Config
+from criruntime.container.service import ContainerService
 from criruntime.image.service import ImageService
 from criruntime.sandbox.service import SandboxService
 from criruntime.store.db import Database
@@ -19,17 +20,21 @@ class Services:
     settings: SettingsStore
     image: ImageService
     sandboxes: SandboxService
+    containers: ContainerService
 
     @classmethod
     def open(cls, config: Config) -> Services:
         db = Database(os.path.join(config.root, "criruntime.db"))
         settings = SettingsStore(db)
+        sandboxes = SandboxService(config, db, settings)
+        image = ImageService(config, db)
         return cls(
             config=config,
             db=db,
             settings=settings,
-            image=ImageService(config, db),
-            sandboxes=SandboxService(config, db, settings),
+            image=image,
+            sandboxes=sandboxes,
+            containers=ContainerService.wired(config, db, sandboxes, image),
         )
 
     async def close(self) -> None:

@@ -26,9 +26,10 @@ MIGRATIONS: list[str] = [
         name_key   TEXT NOT NULL UNIQUE,  -- name_podname_namespace_uid_attempt
         state      TEXT NOT NULL,
         created_at INTEGER NOT NULL,
-        config     BLOB NOT NULL,         -- serialized ContainerConfig
+        config     BLOB NOT NULL,         -- serialized ContainerConfig (resources as updated)
         image_id   TEXT NOT NULL,
-        data       TEXT NOT NULL          -- JSON: pid, exit code, times, spec path, ...
+        runtime    TEXT NOT NULL,         -- runtime handler name
+        data       TEXT NOT NULL          -- JSON: bundle, pid, exit code, times, user, ...
     );
     CREATE INDEX containers_by_pod ON containers(pod_id);
     CREATE TABLE images (

@@ -1,0 +1,1 @@
+"""Container lifecycle: CRI ContainerConfig + image config → OCI bundle run under conmon."""

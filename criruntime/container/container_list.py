@@ -1,0 +1,48 @@
+"""ListContainers: filters on id (prefix), state, pod (prefix) and label selector."""
+
+from __future__ import annotations
+
+from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.container.model import Container, ContainerState
+from criruntime.container.service import ContainerService
+
+
+def to_api_container(container: Container) -> api.Container:
+    config = container.config
+    return api.Container(
+        id=container.id,
+        pod_sandbox_id=container.pod_id,
+        metadata=config.metadata,
+        image=api.ImageSpec(image=container.image_name, user_specified_image=config.image.image),
+        image_ref=container.image_ref,
+        image_id=container.image_id,
+        state=container.state.to_api(),
+        created_at=container.created_at,
+        labels=dict(config.labels),
+        annotations=dict(config.annotations),
+    )
+
+
+def matches(container: Container, f: api.ContainerFilter) -> bool:
+    if f.id and not container.id.startswith(f.id):
+        return False
+    if f.HasField("state") and container.state.to_api() != f.state.state:
+        return False
+    if f.pod_sandbox_id and not container.pod_id.startswith(f.pod_sandbox_id):
+        return False
+    labels = container.config.labels
+    return all(labels.get(k) == v for k, v in f.label_selector.items())
+
+
+async def list_containers(
+    svc: ContainerService, request: api.ListContainersRequest
+) -> api.ListContainersResponse:
+    await svc.ensure_recovered()
+    found = [
+        svc.refresh(c)
+        for c in svc.store.list()
+        if c.state is not ContainerState.CREATING  # half-made: not a container yet
+    ]
+    return api.ListContainersResponse(
+        containers=[to_api_container(c) for c in found if matches(c, request.filter)]
+    )

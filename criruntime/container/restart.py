@@ -1,0 +1,70 @@
+"""Recovery after a daemon restart (or kill -9): make the rows match what conmon and the
+runtime know.
+
+- CREATING rows are creates the old daemon never finished: undone completely (runtime
+  container, mount, dirs, row), so the name is free again.
+- CREATED / RUNNING rows: an exit file means the container exited while we were away; its code
+  and finish time go to the row. A running container is left alone.
+- A bundle that vanished (host reboot wipes the state dir) or a container whose conmon died
+  without an exit file is EXITED with reason Unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from criruntime.container.container_remove import teardown
+from criruntime.container.model import ContainerState
+from criruntime.container.service import ContainerService
+from criruntime.oci import runtime as oci
+
+log = logging.getLogger("criruntime.container.restart")
+
+
+def _bundle_lost(bundle: str) -> bool:
+    return not os.path.isdir(bundle)
+
+
+async def recover(svc: ContainerService) -> None:
+    for container in svc.store.list():
+        try:
+            if container.state is ContainerState.CREATING:
+                log.warning("cleaning up half-created container %s", container.id[:12])
+                await teardown(svc, container)
+                svc.store.delete(container.id)
+                continue
+            if container.state not in (ContainerState.CREATED, ContainerState.RUNNING):
+                continue
+            refreshed = svc.refresh(container)
+            if refreshed.state is ContainerState.EXITED:
+                log.info("container %s exited while the daemon was down", container.id[:12])
+                continue
+            if _bundle_lost(container.bundle_dir) or not oci.conmon_alive(container.bundle_dir):
+                state = await svc.runtime_for(container.runtime_handler).state(container.id)
+                if state is not None and state.status == "running":
+                    log.warning("container %s runs without its monitor", container.id[:12])
+                    if container.state is ContainerState.CREATED:
+                        svc.store.update(container.replace(state=ContainerState.RUNNING))
+                    continue
+                svc.store.update(
+                    container.replace(
+                        state=ContainerState.EXITED,
+                        exit_code=255,
+                        finished_at=time.time_ns(),
+                        reason="Unknown",
+                        message="container monitor lost while the daemon was down",
+                        pid=0,
+                    )
+                )
+                continue
+            if container.state is ContainerState.CREATED:
+                # Killed between `runc start` and the row update: ask the runtime.
+                state = await svc.runtime_for(container.runtime_handler).state(container.id)
+                if state is not None and state.status == "running":
+                    svc.store.update(
+                        container.replace(state=ContainerState.RUNNING, started_at=time.time_ns())
+                    )
+        except Exception:
+            log.exception("recovering container %s failed", container.id[:12])

@@ -1,0 +1,58 @@
+"""A container's root: overlayfs of the image layers plus the container's own upper/work dirs.
+
+Layers are read-only lower dirs shared by every container of the image; writes land in
+<root>/containers/<id>/upper, which goes with the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+
+from criruntime.native import linux
+
+# overlayfs reads its options from one page; leave room for upper/work and the separators.
+_MAX_INLINE_OPTIONS = 3800
+
+
+def mount_overlay(lower_dirs: list[str], upper: str, work: str, target: str) -> None:
+    """Mounts `lower_dirs` (lowest first) + upper/work at target. An image with no layers
+    gets an empty lower dir next to upper."""
+    os.makedirs(upper, mode=0o755, exist_ok=True)
+    os.makedirs(work, mode=0o700, exist_ok=True)
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    if not lower_dirs:
+        empty = os.path.join(os.path.dirname(upper), "empty")
+        os.makedirs(empty, mode=0o755, exist_ok=True)
+        lower_dirs = [empty]
+    top_first = list(reversed(lower_dirs))
+    options = f"lowerdir={':'.join(top_first)},upperdir={upper},workdir={work}"
+    if len(options) <= _MAX_INLINE_OPTIONS:
+        linux.mount("overlay", target, "overlay", 0, options)
+        return
+    # Too long for a page: name the layers relative to their common parent and mount from
+    # there (mount(8) in a child, since chdir would move every thread of the daemon).
+    base = os.path.commonpath(lower_dirs)
+    relative = ":".join(os.path.relpath(d, base) for d in top_first)
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={relative},upperdir={upper},workdir={work}", target],
+        cwd=base, check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def unmount(target: str) -> None:
+    """Detaches the mount at target; not mounted is fine."""
+    while os.path.ismount(target):
+        try:
+            linux.umount(target, detach=True)
+        except OSError:
+            return
+
+
+def remove_dirs(*paths: str) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(path)

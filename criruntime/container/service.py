@@ -1,0 +1,200 @@
+"""ContainerService: the container lifecycle's wiring, built once at start-up.
+
+The verbs live one per file (container_create.py, container_start.py, ...) and take this
+object; it holds what they share: the store, the OCI runtimes per handler, the pod and image
+lookups, per-container locks and the exit bookkeeping (`refresh`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from criruntime.config import Config
+from criruntime.container.model import Container, ContainerState
+from criruntime.container.providers import (
+    ImageConfig,
+    ImageInfo,
+    ImageLookup,
+    PodInfo,
+    PodLookup,
+)
+from criruntime.container.store import ContainerStore
+from criruntime.errors import InvalidArgument, NotFound
+from criruntime.oci import runtime as oci
+from criruntime.store.db import Database
+
+if TYPE_CHECKING:
+    from criruntime.image.service import ImageService
+    from criruntime.sandbox.model import PodSandbox
+    from criruntime.sandbox.service import SandboxService
+
+log = logging.getLogger("criruntime.container")
+
+DEFAULT_EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
+
+
+class ContainerService:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        *,
+        pods: PodLookup,
+        images: ImageLookup,
+        exec_output_limit: int = DEFAULT_EXEC_OUTPUT_LIMIT,
+    ) -> None:
+        self.config = config
+        self.store = ContainerStore(db)
+        self.pods = pods
+        self.images = images
+        self.exec_output_limit = exec_output_limit
+        self.runtimes = {
+            name: oci.OciRuntime(name, handler.path, config.state)
+            for name, handler in config.runtimes.items()
+        }
+        self.bundles_dir = os.path.join(config.state, "containers")
+        self.storage_root = os.path.join(config.root, "containers")
+        os.makedirs(self.bundles_dir, mode=0o711, exist_ok=True)
+        os.makedirs(self.storage_root, mode=0o711, exist_ok=True)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._recovery: asyncio.Task[None] | None = None
+
+    @classmethod
+    def wired(
+        cls, config: Config, db: Database, sandboxes: SandboxService, images: ImageService
+    ) -> ContainerService:
+        """Built on the real pod and image services; registers the pod-teardown hooks."""
+
+        async def pod_lookup(pod_id: str) -> PodInfo:
+            return pod_info(sandboxes.store.get(pod_id))
+
+        async def image_lookup(ref: str) -> ImageInfo:
+            record = images.images.resolve(ref)
+            if record is None:
+                raise NotFound(f"image {ref!r} not found")
+            runtime = record.config.get("config") or {}
+            return ImageInfo(
+                id=record.id,
+                config=ImageConfig(
+                    env=list(runtime.get("Env") or []),
+                    entrypoint=list(runtime.get("Entrypoint") or []),
+                    cmd=list(runtime.get("Cmd") or []),
+                    user=str(runtime.get("User") or ""),
+                    working_dir=str(runtime.get("WorkingDir") or ""),
+                    stop_signal=str(runtime.get("StopSignal") or ""),
+                ),
+                layer_dirs=images.layers.lower_dirs(record.chain_ids),
+                chain_ids=list(record.chain_ids),
+                repo_tags=list(record.repo_tags),
+                repo_digests=list(record.repo_digests),
+            )
+
+        service = cls(config, db, pods=pod_lookup, images=image_lookup)
+        sandboxes.stop_containers = service.stop_pod_containers
+        sandboxes.remove_containers = service.remove_pod_containers
+        return service
+
+    # ---- shared helpers ------------------------------------------------------------------------
+
+    def runtime_for(self, handler: str) -> oci.OciRuntime:
+        name = handler or self.config.default_runtime
+        runtime = self.runtimes.get(name)
+        if runtime is None:
+            known = ", ".join(sorted(self.runtimes))
+            raise InvalidArgument(f"unknown runtime handler {handler!r} (configured: {known})")
+        return runtime
+
+    def bundle_dir(self, container_id: str) -> str:
+        return os.path.join(self.bundles_dir, container_id)
+
+    def storage_dir(self, container_id: str) -> str:
+        return os.path.join(self.storage_root, container_id)
+
+    @contextlib.asynccontextmanager
+    async def locked(self, container_id: str) -> AsyncIterator[None]:
+        """Serialises the verbs that change one container."""
+        async with self._locks.setdefault(container_id, asyncio.Lock()):
+            yield
+
+    def forget_lock(self, container_id: str) -> None:
+        self._locks.pop(container_id, None)
+
+    async def ensure_recovered(self) -> None:
+        """Containers left by the previous daemon are reconciled before any verb runs."""
+        if self._recovery is not None and self._recovery.done():
+            return
+        if self._recovery is None:
+            from criruntime.container.restart import recover
+
+            self._recovery = asyncio.get_running_loop().create_task(recover(self))
+        await asyncio.shield(self._recovery)
+
+    def refresh(self, container: Container) -> Container:
+        """Folds in what conmon recorded while nobody asked: an exit code, an OOM kill."""
+        if container.state not in (ContainerState.RUNNING, ContainerState.CREATED):
+            return container
+        status = oci.read_exit_status(container.bundle_dir)
+        if status is None:
+            return container
+        updated = exited(container, status)
+        self.store.update(updated)
+        return updated
+
+    def get(self, container_id: str) -> Container:
+        return self.refresh(self.store.get(container_id))
+
+    # ---- pod teardown hooks (called by the sandbox service) ------------------------------------
+
+    async def stop_pod_containers(self, pod_id: str, grace: float) -> None:
+        from criruntime.container.container_stop import stop
+
+        await self.ensure_recovered()
+        await asyncio.gather(*(stop(self, c.id, grace) for c in self.store.list(pod_id)))
+
+    async def remove_pod_containers(self, pod_id: str, grace: float) -> None:
+        from criruntime.container.container_remove import remove
+
+        await self.ensure_recovered()
+        await asyncio.gather(*(remove(self, c.id) for c in self.store.list(pod_id)))
+
+
+def exited(container: Container, status: oci.ExitStatus) -> Container:
+    if status.oom_killed:
+        reason = "OOMKilled"
+    elif status.code == 0:
+        reason = "Completed"
+    else:
+        reason = "Error"
+    return container.replace(
+        state=ContainerState.EXITED,
+        exit_code=status.code,
+        finished_at=max(status.finished_at, container.started_at),
+        started_at=container.started_at or status.finished_at,
+        reason=reason,
+        pid=0,
+    )
+
+
+def pod_info(sandbox: PodSandbox) -> PodInfo:
+    return PodInfo(
+        id=sandbox.id,
+        config=sandbox.config,
+        ready=sandbox.ready and not sandbox.creating,
+        runtime_handler=sandbox.runtime_handler,
+        netns_path=sandbox.netns_path or None,
+        ipc_ns_path=sandbox.ipc_ns_path or None,
+        uts_ns_path=sandbox.uts_ns_path or None,
+        pid_ns_path=sandbox.pid_ns_path or None,
+        cgroup_parent=sandbox.cgroup_parent,
+        hostname=sandbox.hostname,
+        hostname_path=sandbox.hostname_path,
+        hosts_path=sandbox.hosts_path,
+        resolv_conf_path=sandbox.resolv_conf_path,
+        shm_path=sandbox.shm_path or "",
+        log_directory=sandbox.log_directory,
+    )

@@ -1,0 +1,145 @@
+"""Who a container runs as: CRI run_as_* and the image USER, resolved in the image's
+/etc/passwd and /etc/group (read inside the rootfs, symlinks resolved as if it were `/`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.errors import InvalidArgument
+
+_MAX_LINKS = 40
+
+
+@dataclass(frozen=True)
+class ResolvedUser:
+    uid: int
+    gid: int
+    additional_gids: list[int] = field(default_factory=list)
+    home: str = "/"
+    username: str = ""
+
+
+@dataclass(frozen=True)
+class _PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def secure_join(root: str, path: str) -> str:
+    """`path` inside `root`, with every symlink on the way resolved inside `root`."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            links += 1
+            if links > _MAX_LINKS:
+                raise InvalidArgument(f"too many symlinks resolving {path!r} in the rootfs")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _read(root: str, path: str) -> list[list[str]]:
+    try:
+        with open(secure_join(root, path), errors="replace") as f:
+            lines = f.read().splitlines()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return []
+    return [line.split(":") for line in lines if line and not line.startswith("#")]
+
+
+def _passwd(root: str) -> list[_PasswdEntry]:
+    out = []
+    for fields in _read(root, "/etc/passwd"):
+        if len(fields) >= 6 and fields[2].isdigit() and fields[3].isdigit():
+            out.append(_PasswdEntry(fields[0], int(fields[2]), int(fields[3]), fields[5] or "/"))
+    return out
+
+
+def _groups(root: str) -> list[tuple[str, int, list[str]]]:
+    out = []
+    for fields in _read(root, "/etc/group"):
+        if len(fields) >= 3 and fields[2].isdigit():
+            members = fields[3].split(",") if len(fields) > 3 and fields[3] else []
+            out.append((fields[0], int(fields[2]), members))
+    return out
+
+
+def _lookup_group(root: str, spec: str) -> int:
+    if spec.isdigit():
+        return int(spec)
+    for name, gid, _ in _groups(root):
+        if name == spec:
+            return gid
+    raise InvalidArgument(f"group {spec!r} not found in the image's /etc/group")
+
+
+def resolve_user(
+    rootfs: str, security: api.LinuxContainerSecurityContext, image_user: str
+) -> ResolvedUser:
+    """containerd's rules: run_as_user / run_as_username win over the image USER; RunAsGroup
+    needs a user; the primary gid comes from RunAsGroup, the USER's group part, or passwd."""
+    has_uid = security.HasField("run_as_user")
+    has_name = bool(security.run_as_username)
+    has_gid = security.HasField("run_as_group")
+    if has_gid and not (has_uid or has_name):
+        raise InvalidArgument("run_as_group is set without run_as_user or run_as_username")
+    passwd = _passwd(rootfs)
+    group_spec = ""
+    entry: _PasswdEntry | None = None
+    if has_uid:
+        uid = int(security.run_as_user.value)
+        if uid < 0:
+            raise InvalidArgument(f"run_as_user must not be negative, got {uid}")
+        entry = next((e for e in passwd if e.uid == uid), None)
+    else:
+        user_spec = security.run_as_username
+        if not has_name:
+            user_spec, _, group_spec = image_user.partition(":")
+        if user_spec == "":
+            uid = 0
+            entry = next((e for e in passwd if e.uid == 0), None)
+        elif user_spec.isdigit():
+            uid = int(user_spec)
+            entry = next((e for e in passwd if e.uid == uid), None)
+        else:
+            entry = next((e for e in passwd if e.name == user_spec), None)
+            if entry is None:
+                raise InvalidArgument(f"user {user_spec!r} not found in the image's /etc/passwd")
+            uid = entry.uid
+    if has_gid:
+        gid = int(security.run_as_group.value)
+    elif group_spec:
+        gid = _lookup_group(rootfs, group_spec)
+    else:
+        gid = entry.gid if entry is not None else 0
+    additional = [gid]
+    if entry is not None:
+        for _, group_gid, members in _groups(rootfs):
+            if entry.name in members and group_gid not in additional:
+                additional.append(group_gid)
+    for extra in security.supplemental_groups:
+        if extra not in additional:
+            additional.append(int(extra))
+    return ResolvedUser(
+        uid=uid,
+        gid=gid,
+        additional_gids=additional,
+        home=entry.home if entry is not None else "/",
+        username=entry.name if entry is not None else "",
+    )

@@ -1,0 +1,452 @@
+"""The OCI runtime adapter: runc / crun driven through conmon. No caller builds a command line.
+
+One `OciRuntime` per CRI runtime handler. Each container has a bundle directory holding
+config.json, the rootfs mount point and conmon's files:
+
+    <bundle>/config.json       the OCI spec
+    <bundle>/rootfs/           the container's root (mounted by the caller)
+    <bundle>/conmon.pid        conmon's pid (conmon outlives the daemon)
+    <bundle>/pidfile           the container's init pid (host pid namespace)
+    <bundle>/ctl, winsz        conmon's control fifos (log reopen, terminal resize)
+    <bundle>/persist/exit      the exit code, written by conmon when init exits
+    <bundle>/persist/oom       present when the kernel OOM-killed the container
+    <bundle>/conmon.log        conmon's own stderr (diagnostics only)
+
+conmon is started with API version 1: it double-forks, runs `<runtime> create`, reports the init
+pid (or the runtime's error) on the sync pipe, then stays as the container's subreaper, copies
+its stdio into the CRI log file and writes the exit file. So exit codes land on disk even while
+the daemon is down, and the daemon may be killed at any time without touching containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal as signal_mod
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from criruntime.errors import CriError, DeadlineExceeded, FailedPrecondition, NotFound
+
+log = logging.getLogger("criruntime.oci")
+
+CONMON = "conmon"
+CREATE_TIMEOUT = 60.0  # conmon + runtime create; runc usually needs ~50 ms
+COMMAND_TIMEOUT = 30.0  # start, kill, delete, update, state
+_EXIT_POLL_MIN = 0.005
+_EXIT_POLL_MAX = 0.1
+_READ_CHUNK = 65536
+# conmon's control fifo message that reopens the log file (CRI-O uses the same).
+_CTL_REOPEN_LOGS = b"2 0 0\n"
+
+
+class OciError(CriError):
+    """The OCI runtime or conmon failed; the message carries their words."""
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int
+    finished_at: int  # unix nanoseconds (mtime of the exit file)
+    oom_killed: bool
+
+
+@dataclass(frozen=True)
+class OciState:
+    status: str  # creating | created | running | paused | stopped
+    pid: int
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class BundlePaths:
+    """Where conmon and the runtime keep a container's files, from the bundle dir."""
+
+    def __init__(self, bundle: str) -> None:
+        self.bundle = bundle
+        self.config = os.path.join(bundle, "config.json")
+        self.rootfs = os.path.join(bundle, "rootfs")
+        self.conmon_pid = os.path.join(bundle, "conmon.pid")
+        self.pidfile = os.path.join(bundle, "pidfile")
+        self.ctl = os.path.join(bundle, "ctl")
+        self.persist = os.path.join(bundle, "persist")
+        self.exit_file = os.path.join(bundle, "persist", "exit")
+        self.oom_file = os.path.join(bundle, "persist", "oom")
+        self.conmon_log = os.path.join(bundle, "conmon.log")
+
+
+def read_exit_status(bundle: str) -> ExitStatus | None:
+    """The exit status conmon recorded, or None while the container has not exited."""
+    paths = BundlePaths(bundle)
+    try:
+        with open(paths.exit_file) as f:
+            text = f.read().strip()
+            finished = os.fstat(f.fileno()).st_mtime_ns
+    except FileNotFoundError:
+        return None
+    try:
+        code = int(text)
+    except ValueError:
+        return None  # conmon writes atomically; an unreadable file is not ours to trust
+    return ExitStatus(code=code, finished_at=finished, oom_killed=os.path.exists(paths.oom_file))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def conmon_alive(bundle: str) -> bool:
+    try:
+        with open(BundlePaths(bundle).conmon_pid) as f:
+            pid = int(f.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return False
+    return pid > 0 and _pid_alive(pid)
+
+
+class OciRuntime:
+    """One runtime handler: a runc-compatible binary with its own state root."""
+
+    def __init__(self, handler: str, binary: str, state_dir: str, conmon: str = CONMON) -> None:
+        self.handler = handler
+        self.binary = binary
+        # Each handler keeps its container state under our state dir, so two daemons (tests)
+        # never see each other's containers and a runc/crun pair never share a root.
+        self.root = os.path.join(state_dir, "oci", handler)
+        self.conmon = conmon
+
+    def resolved_binary(self) -> str:
+        path = shutil.which(self.binary)
+        if path is None:
+            raise FailedPrecondition(
+                f"runtime handler {self.handler!r}: OCI runtime {self.binary!r} is not installed"
+            )
+        return path
+
+    def _conmon_path(self) -> str:
+        path = shutil.which(self.conmon)
+        if path is None:
+            raise FailedPrecondition(f"conmon ({self.conmon!r}) is not installed")
+        return path
+
+    # ---- running the runtime binary ------------------------------------------------------------
+
+    async def _run(
+        self, *args: str, stdin: bytes | None = None, limit: float = COMMAND_TIMEOUT
+    ) -> tuple[int, bytes, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            self.resolved_binary(),
+            "--root",
+            self.root,
+            *args,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise DeadlineExceeded(
+                f"{self.handler} {args[0]} did not finish within {limit:.0f}s"
+            ) from None
+        assert proc.returncode is not None
+        return proc.returncode, out, err
+
+    async def _check(self, *args: str, stdin: bytes | None = None) -> bytes:
+        code, out, err = await self._run(*args, stdin=stdin)
+        if code != 0:
+            message = _runtime_message(err or out)
+            if _is_not_exist(message):
+                raise NotFound(f"{self.handler}: container {args[-1]!r} does not exist")
+            raise OciError(f"{self.handler} {args[0]}: {message}")
+        return out
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def create(self, container_id: str, bundle: str, log_path: str) -> int:
+        """Starts conmon, which runs `<runtime> create`; returns the init pid once created."""
+        paths = BundlePaths(bundle)
+        os.makedirs(paths.persist, exist_ok=True)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        if log_path:
+            os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        args = [
+            self._conmon_path(),
+            "--api-version", "1",
+            "--cid", container_id,
+            "--cuuid", container_id,
+            "--name", container_id,
+            "--runtime", self.resolved_binary(),
+            "--runtime-arg", f"--root={self.root}",
+            "--bundle", bundle,
+            "--container-pidfile", paths.pidfile,
+            "--conmon-pidfile", paths.conmon_pid,
+            "--persist-dir", paths.persist,
+            "--log-path", f"k8s-file:{log_path}",
+            "--socket-dir-path", bundle,
+            "--full-attach",
+            "--log-level", "error",
+        ]  # fmt: skip
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            conmon_log = os.open(paths.conmon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *args,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=conmon_log,
+                    pass_fds=(write_fd,),
+                    env={**_clean_env(), "_OCI_SYNCPIPE": str(write_fd)},
+                    start_new_session=True,  # a signal to the daemon's group never reaches it
+                    cwd=bundle,  # conmon also drops an `oom` file in its cwd, as under CRI-O
+                )
+            finally:
+                os.close(conmon_log)
+            os.close(write_fd)
+            write_fd = -1
+            await proc.wait()  # conmon's first process exits as soon as it has forked
+            try:
+                raw = await asyncio.wait_for(_read_first_line(read_fd), CREATE_TIMEOUT)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"conmon did not report container {container_id} within {CREATE_TIMEOUT:.0f}s"
+                ) from None
+        finally:
+            if write_fd >= 0:
+                os.close(write_fd)
+            os.close(read_fd)
+        return _parse_sync(raw, paths)
+
+    async def start(self, container_id: str) -> None:
+        await self._check("start", container_id)
+
+    async def kill(self, container_id: str, sig: int, *, all_processes: bool = False) -> None:
+        """Sends `sig` to the init process (to all processes with all_processes). A container
+        that has already stopped is not an error."""
+        args = ["kill", *(["--all"] if all_processes else []), container_id, str(sig)]
+        code, out, err = await self._run(*args)
+        if code != 0:
+            message = _runtime_message(err or out)
+            if _is_not_exist(message) or "not running" in message or "stopped" in message:
+                return
+            raise OciError(f"{self.handler} kill: {message}")
+
+    async def delete(self, container_id: str, *, force: bool = False) -> None:
+        """Deletes the runtime's record (and cgroup); absent already is success."""
+        try:
+            await self._check("delete", *(["--force"] if force else []), container_id)
+        except NotFound:
+            return
+
+    async def state(self, container_id: str) -> OciState | None:
+        code, out, err = await self._run("state", container_id)
+        if code != 0:
+            if _is_not_exist(_runtime_message(err or out)):
+                return None
+            raise OciError(f"{self.handler} state: {_runtime_message(err or out)}")
+        data = json.loads(out)
+        return OciState(status=str(data.get("status", "")), pid=int(data.get("pid") or 0))
+
+    async def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Applies OCI linux.resources to a live container."""
+        await self._check(
+            "update", "--resources", "-", container_id, stdin=json.dumps(resources).encode()
+        )
+
+    async def wait_exit(self, bundle: str, within: float | None) -> ExitStatus | None:
+        """Waits for conmon's exit file; None when `within` seconds pass first or conmon is gone
+        without writing one."""
+        deadline = None if within is None else time.monotonic() + within
+        delay = _EXIT_POLL_MIN
+        while True:
+            status = read_exit_status(bundle)
+            if status is not None:
+                return status
+            if not conmon_alive(bundle):
+                # conmon writes the exit file before it exits: check once more, then give up.
+                return read_exit_status(bundle)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _EXIT_POLL_MAX)
+
+    def reopen_log(self, bundle: str) -> None:
+        """Asks conmon to reopen the container's log file (after kubelet rotated it)."""
+        try:
+            fd = os.open(BundlePaths(bundle).ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in (errno.ENXIO, errno.ENOENT):  # no reader: conmon is gone
+                raise FailedPrecondition("container monitor is not running") from None
+            raise
+        try:
+            os.write(fd, _CTL_REOPEN_LOGS)
+        finally:
+            os.close(fd)
+
+    # ---- exec ----------------------------------------------------------------------------------
+
+    async def exec_sync(
+        self,
+        container_id: str,
+        bundle: str,
+        process: dict[str, Any],
+        *,
+        time_limit: float | None,
+        max_output: int,
+    ) -> ExecResult:
+        """Runs `process` in the container and collects its output, each stream capped at
+        `max_output` bytes (the rest is read and dropped so the process never blocks). On
+        timeout the process is SIGKILLed by its host pid and DeadlineExceeded raised."""
+        token = secrets.token_hex(6)
+        process_file = os.path.join(bundle, f"exec-{token}.json")
+        pid_file = os.path.join(bundle, f"exec-{token}.pid")
+        _write_json(process_file, process)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.resolved_binary(),
+                "--root", self.root,
+                "exec", "--process", process_file, "--pid-file", pid_file, container_id,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert proc.stdout is not None and proc.stderr is not None
+            collect = asyncio.gather(
+                _read_capped(proc.stdout, max_output),
+                _read_capped(proc.stderr, max_output),
+                proc.wait(),
+            )
+            try:
+                stdout, stderr, code = await asyncio.wait_for(asyncio.shield(collect), time_limit)
+            except TimeoutError:
+                _kill_pid_file(pid_file)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(collect, 5.0)
+                raise DeadlineExceeded(
+                    f"command timed out after {time_limit:g}s and was killed"
+                ) from None
+        finally:
+            for path in (process_file, pid_file):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        return ExecResult(exit_code=code, stdout=stdout, stderr=stderr)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _clean_env() -> dict[str, str]:
+    keep = ("PATH", "LANG", "LC_ALL", "TZ")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return env
+
+
+def _write_json(path: str, data: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+async def _read_first_line(fd: int) -> bytes:
+    """conmon's first sync message (it keeps the pipe open afterwards, so no EOF to wait for);
+    b"" if conmon closed the pipe without one."""
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+    buf = bytearray()
+    while b"\n" not in buf:
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, ready.set_result, None)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def _parse_sync(raw: bytes, paths: BundlePaths) -> int:
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        pid = int(message.get("data", -1))
+        if pid > 0:
+            return pid
+        raise OciError(f"create failed: {_runtime_message(str(message.get('message', '')))}")
+    detail = ""
+    with contextlib.suppress(OSError), open(paths.conmon_log, errors="replace") as f:
+        detail = f.read().strip()[-2000:]
+    raise OciError(f"conmon exited without reporting the container: {detail or 'no output'}")
+
+
+def _runtime_message(raw: bytes | str) -> str:
+    """runc prints logrus lines (`time=… level=error msg="…"`) or plain text; keep the msg."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    messages = []
+    for line in text.strip().splitlines():
+        if 'msg="' in line:
+            msg = line.split('msg="', 1)[1].rsplit('"', 1)[0]
+            messages.append(msg.replace('\\"', '"'))
+        elif line.strip():
+            messages.append(line.strip())
+    return "; ".join(messages) or "no error output"
+
+
+def _is_not_exist(message: str) -> bool:
+    lowered = message.lower()
+    return "does not exist" in lowered or ("container" in lowered and "not found" in lowered)
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int) -> bytes:
+    buf = bytearray()
+    while True:
+        chunk = await stream.read(_READ_CHUNK)
+        if not chunk:
+            return bytes(buf)
+        room = cap - len(buf)
+        if room > 0:
+            buf += chunk[:room]
+
+
+def _kill_pid_file(pid_file: str) -> None:
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal_mod.SIGKILL)

@@ -1,0 +1,56 @@
+"""Recovery: a new ContainerService on the same db and state dirs, as after kill -9."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.container import container_list
+from criruntime.container.model import Container, ContainerState
+from criruntime.container.service import ContainerService
+from tests.container.conftest import Env, needs_runtime, run
+
+pytestmark = needs_runtime
+
+
+def restarted(env: Env) -> ContainerService:
+    old = env.service
+    env.service = ContainerService(env.config, env.db, pods=old.pods, images=old.images)
+    return env.service
+
+
+def test_exit_while_down_running_kept_and_half_created_cleaned(env: Env) -> None:
+    running = env.run_container(env.container_config("run", command=["sleep", "1000"]))
+    quick = env.run_container(
+        env.container_config("quick", command=["sh", "-c", "sleep 0.5; exit 9"])
+    )
+    created = env.create(env.container_config("created", command=["true"]))
+    # A create the old daemon never finished: a CREATING row with a bundle dir.
+    half = "h" * 64
+    os.makedirs(env.service.bundle_dir(half))
+    env.service.store.add(
+        Container(
+            id=half, pod_id=env.pod.id, name_key="half_pod_ns_uid-1_0",
+            state=ContainerState.CREATING, created_at=time.time_ns(),
+            config=env.container_config("half"), image_id="sha256:x", runtime_handler="runc",
+            bundle_dir=env.service.bundle_dir(half), storage_dir=env.service.storage_dir(half),
+        )
+    )  # fmt: skip
+    pid_before = env.service.get(running).pid
+    time.sleep(1.0)  # "daemon down": quick exits meanwhile
+    service = restarted(env)
+    listed = run(container_list.list_containers(service, api.ListContainersRequest()))
+    states = {c.metadata.name: c.state for c in listed.containers}
+    assert states == {
+        "run": api.ContainerState.CONTAINER_RUNNING,
+        "quick": api.ContainerState.CONTAINER_EXITED,
+        "created": api.ContainerState.CONTAINER_CREATED,
+    }
+    assert service.get(quick).exit_code == 9
+    assert service.get(running).pid == pid_before
+    os.kill(pid_before, 0)  # still alive
+    assert not os.path.exists(service.bundle_dir(half))
+    # The half-created container's name is free again.
+    env.create(env.container_config("half", command=["true"]))
+    assert service.get(created).state is ContainerState.CREATED

@@ -1,0 +1,168 @@
+"""ContainerSpecBuilder and user resolution, without running anything."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.container.providers import ImageConfig, PodInfo
+from criruntime.container.spec import (
+    DEFAULT_CAPABILITIES,
+    DEFAULT_MASKED_PATHS,
+    ContainerSpecBuilder,
+    SpecInputs,
+    seccomp_to_oci,
+)
+from criruntime.container.user import ResolvedUser, resolve_user
+from criruntime.errors import InvalidArgument
+from tests.container.conftest import build_busybox_layer
+
+POD = PodInfo(
+    id="p", config=api.PodSandboxConfig(hostname="podhost"), ready=True, runtime_handler="",
+    netns_path="/run/netns/x", ipc_ns_path="/run/ipc/x", uts_ns_path="/run/uts/x",
+    cgroup_parent="/kubepods/pod1", hosts_path="/pod/hosts", resolv_conf_path="/pod/resolv",
+    hostname_path="/pod/hostname", shm_path="/pod/shm",
+)  # fmt: skip
+
+
+def build(config: api.ContainerConfig, image: ImageConfig | None = None, **kw: object) -> dict:  # type: ignore[type-arg]
+    inputs = SpecInputs(
+        container_id="cid", config=config, pod=POD, image=image or ImageConfig(),
+        rootfs="/rootfs", user=ResolvedUser(0, 0, [0]), **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    return ContainerSpecBuilder(inputs).build().spec
+
+
+def test_command_and_args_against_image() -> None:
+    image = ImageConfig(entrypoint=["/ep"], cmd=["c1"], env=["A=1", "B=2"], working_dir="/w")
+    assert build(api.ContainerConfig(), image)["process"]["args"] == ["/ep", "c1"]
+    assert build(api.ContainerConfig(args=["x"]), image)["process"]["args"] == ["/ep", "x"]
+    assert build(api.ContainerConfig(command=["/c"]), image)["process"]["args"] == ["/c"]
+    assert build(api.ContainerConfig(command=["/c"], args=["y"]), image)["process"]["args"] == [
+        "/c",
+        "y",
+    ]
+    spec = build(
+        api.ContainerConfig(command=["/c"], envs=[api.KeyValue(key="B", value="3")]), image
+    )
+    assert "A=1" in spec["process"]["env"] and "B=3" in spec["process"]["env"]
+    assert spec["process"]["cwd"] == "/w"
+    with pytest.raises(InvalidArgument):
+        build(api.ContainerConfig())
+
+
+def test_namespaces_cgroup_and_pod_files() -> None:
+    spec = build(api.ContainerConfig(command=["x"]))
+    ns = {n["type"]: n.get("path") for n in spec["linux"]["namespaces"]}
+    assert ns == {
+        "mount": None, "network": "/run/netns/x", "ipc": "/run/ipc/x", "uts": "/run/uts/x",
+        "pid": None,  # no pod-level pid namespace: the container gets its own
+    }  # fmt: skip
+    assert spec["hostname"] == "podhost"
+    assert spec["linux"]["cgroupsPath"] == "/kubepods/pod1/cid"
+    sources = {m["destination"]: m["source"] for m in spec["mounts"]}
+    assert sources["/etc/hosts"] == "/pod/hosts" and sources["/dev/shm"] == "/pod/shm"
+
+
+def test_security_defaults_privileged_and_caps() -> None:
+    spec = build(api.ContainerConfig(command=["x"]))
+    assert spec["process"]["capabilities"]["bounding"] == DEFAULT_CAPABILITIES
+    assert spec["linux"]["maskedPaths"] == DEFAULT_MASKED_PATHS
+    assert "seccomp" not in spec["linux"]
+    sc = api.LinuxContainerSecurityContext(
+        capabilities=api.Capability(add_capabilities=["sys_admin"], drop_capabilities=["KILL"]),
+        masked_paths=["/m"], readonly_paths=[],
+    )  # fmt: skip
+    spec = build(
+        api.ContainerConfig(command=["x"], linux=api.LinuxContainerConfig(security_context=sc))
+    )
+    caps = spec["process"]["capabilities"]["effective"]
+    assert "CAP_SYS_ADMIN" in caps and "CAP_KILL" not in caps
+    assert spec["linux"]["maskedPaths"] == ["/m"]
+    priv = api.LinuxContainerSecurityContext(privileged=True)
+    spec = build(
+        api.ContainerConfig(command=["x"], linux=api.LinuxContainerConfig(security_context=priv))
+    )
+    assert (
+        "maskedPaths" not in spec["linux"]
+        and "CAP_SYS_ADMIN" in spec["process"]["capabilities"]["bounding"]
+    )
+
+
+def test_mounts_propagation_and_errors(tmp_path: str) -> None:
+    target = os.path.join(str(tmp_path), "real")
+    os.makedirs(target)
+    link = os.path.join(str(tmp_path), "link")
+    os.symlink(target, link)
+    mount = api.Mount(
+        container_path="/data", host_path=link, readonly=True,
+        propagation=api.MountPropagation.PROPAGATION_HOST_TO_CONTAINER,
+    )  # fmt: skip
+    spec = build(api.ContainerConfig(command=["x"], mounts=[mount]))
+    data = next(m for m in spec["mounts"] if m["destination"] == "/data")
+    assert data["source"] == target and data["options"] == ["rbind", "rslave", "ro"]
+    rro = api.Mount(container_path="/r", host_path=target, readonly=True, recursive_read_only=True)
+    with pytest.raises(InvalidArgument, match="not supported"):
+        build(api.ContainerConfig(command=["x"], mounts=[rro]))
+    spec = build(
+        api.ContainerConfig(command=["x"], mounts=[rro]), recursive_read_only_supported=True
+    )
+    assert "rro" in next(m for m in spec["mounts"] if m["destination"] == "/r")["options"]
+
+
+def test_resources_and_oom_clamp() -> None:
+    resources = api.LinuxContainerResources(
+        cpu_shares=256, cpu_quota=50000, cpu_period=100000, cpuset_cpus="0",
+        memory_limit_in_bytes=1 << 20, oom_score_adj=-998,
+        hugepage_limits=[api.HugepageLimit(page_size="2MB", limit=0)],
+    )  # fmt: skip
+    spec = build(
+        api.ContainerConfig(command=["x"], linux=api.LinuxContainerConfig(resources=resources))
+    )
+    r = spec["linux"]["resources"]
+    assert r["cpu"] == {"shares": 256, "quota": 50000, "period": 100000, "cpus": "0"}
+    assert r["memory"]["limit"] == 1 << 20
+    assert r["hugepageLimits"] == [{"pageSize": "2MB", "limit": 0}]
+    assert spec["process"]["oomScoreAdj"] in (0, -998)
+
+
+def test_seccomp_profile_conversion() -> None:
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {
+                "names": ["mount"],
+                "action": "SCMP_ACT_ERRNO",
+                "excludes": {"caps": ["CAP_SYS_ADMIN"]},
+            },
+            {"names": ["reboot"], "action": "SCMP_ACT_ERRNO"},
+        ],
+    }
+    assert [s["names"] for s in seccomp_to_oci(profile, set())["syscalls"]] == [
+        ["mount"],
+        ["reboot"],
+    ]
+    assert [s["names"] for s in seccomp_to_oci(profile, {"CAP_SYS_ADMIN"})["syscalls"]] == [
+        ["reboot"]
+    ]
+
+
+def test_resolve_user(tmp_path: str) -> None:
+    root = os.path.join(str(tmp_path), "root")
+    build_busybox_layer(root)
+    sc = api.LinuxContainerSecurityContext
+    assert resolve_user(root, sc(), "") == ResolvedUser(0, 0, [0], "/root", "root")
+    u = resolve_user(root, sc(), "www")
+    assert (u.uid, u.gid, u.additional_gids) == (33, 33, [33, 2000])
+    u = resolve_user(root, sc(), "1000:extra")
+    assert (u.uid, u.gid) == (1000, 2000)
+    u = resolve_user(root, sc(run_as_user=api.Int64Value(value=4242)), "www")
+    assert (u.uid, u.gid, u.home) == (4242, 0, "/")
+    u = resolve_user(root, sc(run_as_username="app", run_as_group=api.Int64Value(value=7)), "")
+    assert (u.uid, u.gid) == (1000, 7)
+    with pytest.raises(InvalidArgument):
+        resolve_user(root, sc(run_as_username="nobody-here"), "")
+    with pytest.raises(InvalidArgument):
+        resolve_user(root, sc(run_as_group=api.Int64Value(value=1)), "")

@@ -1,0 +1,85 @@
+"""The OCI adapter on its own: conmon + runc with a hand-written config.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from criruntime.errors import NotFound
+from criruntime.oci.runtime import OciError, OciRuntime, read_exit_status
+from tests.container.conftest import build_busybox_layer, needs_runtime, run
+
+pytestmark = needs_runtime
+
+
+@pytest.fixture
+def bundle() -> Iterator[tuple[OciRuntime, str]]:
+    base = tempfile.mkdtemp(prefix="crir-oci-", dir="/tmp")
+    runtime = OciRuntime("runc", "runc", os.path.join(base, "state"))
+    b = os.path.join(base, "bundle")
+    build_busybox_layer(os.path.join(b, "rootfs"))
+    try:
+        yield runtime, b
+    finally:
+        subprocess.run(
+            ["runc", "--root", runtime.root, "delete", "-f", "t"], capture_output=True, check=False
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def write_config(bundle: str, args: list[str]) -> None:
+    spec = {
+        "ociVersion": "1.0.2",
+        "process": {"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}},
+        "root": {"path": os.path.join(bundle, "rootfs")},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}]},
+    }
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(spec, f)
+
+
+def test_create_start_kill_delete(bundle: tuple[OciRuntime, str]) -> None:
+    runtime, b = bundle
+    write_config(b, ["sleep", "1000"])
+    log = os.path.join(b, "log")
+    pid = run(runtime.create("t", b, log))
+    assert pid > 0
+    state = run(runtime.state("t"))
+    assert state is not None and state.status == "created"
+    run(runtime.start("t"))
+    assert read_exit_status(b) is None
+    run(runtime.kill("t", signal.SIGTERM))  # pid 1 without a handler ignores SIGTERM
+    assert run(runtime.wait_exit(b, 0.3)) is None
+    run(runtime.kill("t", signal.SIGKILL))
+    status = run(runtime.wait_exit(b, 5))
+    assert status is not None and status.code == 128 + signal.SIGKILL and not status.oom_killed
+    run(runtime.kill("t", signal.SIGKILL))  # already stopped: not an error
+    run(runtime.delete("t", force=True))
+    run(runtime.delete("t"))  # already gone: not an error
+    assert run(runtime.state("t")) is None
+
+
+def test_create_error_is_reported(bundle: tuple[OciRuntime, str]) -> None:
+    runtime, b = bundle
+    write_config(b, ["/no/such/binary"])
+    with open(os.path.join(b, "config.json")) as f:
+        spec = json.load(f)
+    spec["process"]["cwd"] = "relative"  # runc refuses a relative cwd at create
+    with open(os.path.join(b, "config.json"), "w") as f:
+        json.dump(spec, f)
+    with pytest.raises(OciError):
+        run(runtime.create("t", b, os.path.join(b, "log")))
+
+
+def test_start_unknown_container(bundle: tuple[OciRuntime, str]) -> None:
+    runtime, _ = bundle
+    with pytest.raises(NotFound):
+        run(runtime.start("nope"))
