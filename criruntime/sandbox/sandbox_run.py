@@ -114,7 +114,7 @@ def _validate(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
             raise InvalidArgument(
                 f"port mapping {pm.host_port}:{pm.container_port} is out of range"
             )
-    dns.pod_hostname(config, ns.network == NamespaceMode.NODE)
+    dns.pod_hostname(config)
     return handler
 
 
@@ -168,7 +168,7 @@ async def _create(
     host_net = ns_opts.network == NamespaceMode.NODE
     private_ipc = ns_opts.ipc != NamespaceMode.NODE
     bundle = svc.bundle_dir(sandbox_id)
-    hostname = dns.pod_hostname(config, host_net)
+    hostname = dns.pod_hostname(config)
     sandbox = PodSandbox(
         id=sandbox_id,
         state=SandboxState.NOTREADY,

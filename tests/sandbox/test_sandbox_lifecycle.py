@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import subprocess
 
 import grpc
@@ -100,6 +101,15 @@ def test_run_inspect_stop_remove(daemon: Daemon, podnet: PodNet) -> None:
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     assert not os.path.exists(f"/sys/fs/cgroup/memory/crtest-{podnet.name}")
     assert os.listdir(os.path.join(daemon.state, "sandboxes")) == []
+
+
+def test_pod_without_hostname_gets_the_nodes(daemon: Daemon, podnet: PodNet) -> None:
+    # critest sends no hostname and pod names longer than the 63 chars a hostname may have.
+    config = pod_config(name="create-PodSandbox-for-container-" + "x" * 40, hostname="")
+    pod_id = run_pod(daemon, config)
+    uts = info(daemon, pod_id)["utsNamespacePath"]
+    assert nsenter(f"--uts={uts}", "hostname").strip() == socket.gethostname()
+    remove_pod(daemon, pod_id)
 
 
 def test_remove_running_pod_stops_it_first(daemon: Daemon, podnet: PodNet) -> None:
