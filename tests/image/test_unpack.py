@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
 import tarfile
@@ -107,6 +108,28 @@ def test_later_entry_replaces_earlier(tmp_path: Path) -> None:
     )
     assert (dest / "a").read_bytes() == b"now a file"
     assert (dest / "b/y").read_bytes() == b"2"
+
+
+def test_multi_member_gzip_with_zero_padding(tmp_path: Path) -> None:
+    # Legal gzip: several members back to back, then zero padding (as some tools write).
+    big = os.urandom(300_000)  # larger than one read, so members end mid-buffer
+    raw = tar_bytes([file("a", big), file("b", b"x" * 200_000)])
+    cut = len(raw) // 3
+    blob = tmp_path / "blob"
+    blob.write_bytes(gzip.compress(raw[:cut]) + gzip.compress(raw[cut:]) + b"\0" * 1024)
+    dest = tmp_path / "d"
+    dest.mkdir()
+    assert unpack_layer(str(blob), str(dest), sha256(raw)).diff_id == sha256(raw)
+    assert (dest / "a").read_bytes() == big
+
+
+def test_trailing_garbage_after_gzip_refused(tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(compress(tar_bytes([file("a", b"1")]), "gzip") + b"not gzip")
+    dest = tmp_path / "d"
+    dest.mkdir()
+    with pytest.raises(InvalidLayer, match="corrupt archive"):
+        unpack_layer(str(blob), str(dest))
 
 
 def test_diff_id_mismatch_refused(tmp_path: Path) -> None:
