@@ -65,14 +65,30 @@ _PROPAGATION = {
 }
 
 
+def _bounding_set() -> int:
+    """The daemon's own capability bounding set; all bits when it cannot be read."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return (1 << len(ALL_CAPABILITIES)) - 1
+
+
 @functools.cache
 def all_capabilities() -> list[str]:
+    """ "ALL" for privileged containers and add ALL: what the kernel knows *and* the daemon
+    holds, as containerd's cap.Current(). Asking runc for a capability outside the daemon's
+    bounding set fails the whole create (this VM drops CAP_SYS_RESOURCE)."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             last = int(f.read())
     except (OSError, ValueError):
         last = len(ALL_CAPABILITIES) - 1
-    return ALL_CAPABILITIES[: last + 1]
+    held = _bounding_set()
+    return [cap for bit, cap in enumerate(ALL_CAPABILITIES[: last + 1]) if held >> bit & 1]
 
 
 @functools.cache
@@ -388,6 +404,13 @@ class ContainerSpecBuilder:
             "devices": devices,
             "sysctl": dict(self.i.pod.config.linux.sysctls),
         }
+        # The per-mount option alone only makes a peer group inside the container; the rootfs
+        # propagation decides whether mounts cross back to the host (containerd does the same).
+        props = {m.propagation for m in self.config.mounts}
+        if api.MountPropagation.PROPAGATION_BIDIRECTIONAL in props:
+            linux["rootfsPropagation"] = "rshared"
+        elif api.MountPropagation.PROPAGATION_HOST_TO_CONTAINER in props:
+            linux["rootfsPropagation"] = "rslave"
         if not privileged:
             masked = list(self.security.masked_paths) or DEFAULT_MASKED_PATHS
             readonly = list(self.security.readonly_paths) or DEFAULT_READONLY_PATHS

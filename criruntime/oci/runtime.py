@@ -342,10 +342,13 @@ class OciRuntime:
                 stdout, stderr, code = await asyncio.wait_for(asyncio.shield(collect), time_limit)
             except TimeoutError:
                 _kill_pid_file(pid_file)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(collect, 5.0)
+                try:  # let runc exec reap its child, or the zombie outlives it
+                    await asyncio.wait_for(asyncio.shield(collect), 2.0)
+                except Exception:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(collect, 5.0)
                 raise DeadlineExceeded(
                     f"command timed out after {time_limit:g}s and was killed"
                 ) from None
@@ -413,16 +416,21 @@ def _parse_sync(raw: bytes, paths: BundlePaths) -> int:
 
 
 def _runtime_message(raw: bytes | str) -> str:
-    """runc prints logrus lines (`time=… level=error msg="…"`) or plain text; keep the msg."""
+    """runc prints logrus lines (`time=… level=error msg="…"`) or plain text; keep the msg.
+    Warnings (e.g. its cleanup's "cannot toggle freezer") only bury the cause, so when there
+    are error-level lines, only those are kept."""
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-    messages = []
+    messages: list[str] = []
+    errors: list[str] = []
     for line in text.strip().splitlines():
         if 'msg="' in line:
-            msg = line.split('msg="', 1)[1].rsplit('"', 1)[0]
-            messages.append(msg.replace('\\"', '"'))
+            msg = line.split('msg="', 1)[1].rsplit('"', 1)[0].replace('\\"', '"')
+            messages.append(msg)
+            if "level=error" in line or "level=fatal" in line:
+                errors.append(msg)
         elif line.strip():
             messages.append(line.strip())
-    return "; ".join(messages) or "no error output"
+    return "; ".join(errors or messages) or "no error output"
 
 
 def _is_not_exist(message: str) -> bool:

@@ -17,7 +17,9 @@ from criruntime.sandbox.service import SandboxService
 
 log = logging.getLogger("criruntime.sandbox")
 
-CONTAINER_STOP_TIMEOUT = 10.0
+# kubelet has already stopped each container with its own grace period before it stops the
+# pod; what is left is killed at once, as containerd does.
+CONTAINER_STOP_TIMEOUT = 0.0
 
 
 async def stop_pod_sandbox(svc: SandboxService, sandbox_id: str) -> None:

@@ -103,6 +103,15 @@ def test_mounts_propagation_and_errors(tmp_path: str) -> None:
     spec = build(api.ContainerConfig(command=["x"], mounts=[mount]))
     data = next(m for m in spec["mounts"] if m["destination"] == "/data")
     assert data["source"] == target and data["options"] == ["rbind", "rslave", "ro"]
+    # The rootfs propagation must let host mounts reach the container (rslave) or both ways.
+    assert spec["linux"]["rootfsPropagation"] == "rslave"
+    shared = api.Mount(
+        container_path="/s", host_path=target,
+        propagation=api.MountPropagation.PROPAGATION_BIDIRECTIONAL,
+    )  # fmt: skip
+    spec = build(api.ContainerConfig(command=["x"], mounts=[mount, shared]))
+    assert spec["linux"]["rootfsPropagation"] == "rshared"
+    assert "rootfsPropagation" not in build(api.ContainerConfig(command=["x"]))["linux"]
     rro = api.Mount(container_path="/r", host_path=target, readonly=True, recursive_read_only=True)
     with pytest.raises(InvalidArgument, match="not supported"):
         build(api.ContainerConfig(command=["x"], mounts=[rro]))
@@ -166,3 +175,31 @@ def test_resolve_user(tmp_path: str) -> None:
         resolve_user(root, sc(run_as_username="nobody-here"), "")
     with pytest.raises(InvalidArgument):
         resolve_user(root, sc(run_as_group=api.Int64Value(value=1)), "")
+
+
+def test_all_capabilities_stay_inside_the_daemons_bounding_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # runc cannot grant what the daemon does not hold (this VM drops CAP_SYS_RESOURCE).
+    from criruntime.container import spec as spec_module
+
+    without_sys_resource = ((1 << 41) - 1) & ~(1 << 24)
+    monkeypatch.setattr(spec_module, "_bounding_set", lambda: without_sys_resource)
+    spec_module.all_capabilities.cache_clear()
+    try:
+        caps = spec_module.all_capabilities()
+        assert "CAP_SYS_RESOURCE" not in caps
+        assert {"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_CHOWN"} <= set(caps)
+    finally:
+        spec_module.all_capabilities.cache_clear()
+
+
+def test_runtime_message_prefers_error_lines() -> None:
+    from criruntime.oci.runtime import _runtime_message
+
+    raw = (
+        'time="t" level=warning msg="cannot toggle freezer: cgroups not configured"\n'
+        'time="t" level=error msg="runc create failed: unable to apply caps"\n'
+    )
+    assert _runtime_message(raw) == "runc create failed: unable to apply caps"
+    assert _runtime_message("plain failure\n") == "plain failure"
