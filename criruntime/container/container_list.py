@@ -13,7 +13,10 @@ def to_api_container(container: Container) -> api.Container:
         id=container.id,
         pod_sandbox_id=container.pod_id,
         metadata=config.metadata,
-        image=api.ImageSpec(image=container.image_name, user_specified_image=config.image.image),
+        image=api.ImageSpec(
+            image=container.image_name,
+            user_specified_image=config.image.user_specified_image or config.image.image,
+        ),
         image_ref=container.image_ref,
         image_id=container.image_id,
         state=container.state.to_api(),

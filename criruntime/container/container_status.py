@@ -25,7 +25,7 @@ def to_api_status(container: Container) -> api.ContainerStatus:
         image=api.ImageSpec(
             image=container.image_name,
             annotations=dict(config.image.annotations),
-            user_specified_image=config.image.image,
+            user_specified_image=config.image.user_specified_image or config.image.image,
             runtime_handler=config.image.runtime_handler,
         ),
         image_ref=container.image_ref,

@@ -5,6 +5,8 @@ runtime know.
   container, mount, dirs, row), so the name is free again.
 - CREATED / RUNNING rows: an exit file means the container exited while we were away; its code
   and finish time go to the row. A running container is left alone.
+- Runtime containers, bundles and storage dirs with no row at all (a create killed after its
+  row was undone, or whose `runc create` finished only after the daemon died) are deleted.
 - A bundle that vanished (host reboot wipes the state dir) or a container whose conmon died
   without an exit file is EXITED with reason Unknown.
 """
@@ -15,8 +17,9 @@ import logging
 import os
 import time
 
+from criruntime.container import rootfs
 from criruntime.container.container_remove import teardown
-from criruntime.container.model import ContainerState
+from criruntime.container.model import Container, ContainerState
 from criruntime.container.service import ContainerService
 from criruntime.oci import runtime as oci
 
@@ -29,42 +32,75 @@ def _bundle_lost(bundle: str) -> bool:
 
 async def recover(svc: ContainerService) -> None:
     for container in svc.store.list():
-        try:
-            if container.state is ContainerState.CREATING:
-                log.warning("cleaning up half-created container %s", container.id[:12])
-                await teardown(svc, container)
-                svc.store.delete(container.id)
-                continue
-            if container.state not in (ContainerState.CREATED, ContainerState.RUNNING):
-                continue
-            refreshed = svc.refresh(container)
-            if refreshed.state is ContainerState.EXITED:
-                log.info("container %s exited while the daemon was down", container.id[:12])
-                continue
-            if _bundle_lost(container.bundle_dir) or not oci.conmon_alive(container.bundle_dir):
-                state = await svc.runtime_for(container.runtime_handler).state(container.id)
-                if state is not None and state.status == "running":
-                    log.warning("container %s runs without its monitor", container.id[:12])
-                    if container.state is ContainerState.CREATED:
-                        svc.store.update(container.replace(state=ContainerState.RUNNING))
-                    continue
-                svc.store.update(
-                    container.replace(
-                        state=ContainerState.EXITED,
-                        exit_code=255,
-                        finished_at=time.time_ns(),
-                        reason="Unknown",
-                        message="container monitor lost while the daemon was down",
-                        pid=0,
-                    )
+        await _recover_one(svc, container)
+    try:
+        await _remove_orphans(svc)
+    except Exception:
+        log.exception("removing orphaned containers failed")
+
+
+def _runtime_ids(root: str) -> list[str]:
+    if not os.path.isdir(root):
+        return []
+    return [n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))]
+
+
+def _remove_orphan_files(svc: ContainerService, known: set[str]) -> None:
+    for parent in (svc.bundles_dir, svc.storage_root):
+        for name in os.listdir(parent):
+            if name not in known:
+                log.warning("removing orphaned container files %s", name[:12])
+                rootfs.unmount(os.path.join(svc.bundle_dir(name), "rootfs"))
+                rootfs.remove_dirs(os.path.join(parent, name))
+
+
+async def _remove_orphans(svc: ContainerService) -> None:
+    known = {c.id for c in svc.store.list()}
+    for runtime in svc.runtimes.values():
+        for name in _runtime_ids(runtime.root):
+            if name not in known:
+                log.warning("deleting orphaned %s container %s", runtime.handler, name[:12])
+                await runtime.delete(name, force=True)
+    _remove_orphan_files(svc, known)
+
+
+async def _recover_one(svc: ContainerService, container: Container) -> None:
+    try:
+        if container.state is ContainerState.CREATING:
+            log.warning("cleaning up half-created container %s", container.id[:12])
+            await teardown(svc, container)
+            svc.store.delete(container.id)
+            return
+        if container.state not in (ContainerState.CREATED, ContainerState.RUNNING):
+            return
+        refreshed = svc.refresh(container)
+        if refreshed.state is ContainerState.EXITED:
+            log.info("container %s exited while the daemon was down", container.id[:12])
+            return
+        if _bundle_lost(container.bundle_dir) or not oci.conmon_alive(container.bundle_dir):
+            state = await svc.runtime_for(container.runtime_handler).state(container.id)
+            if state is not None and state.status == "running":
+                log.warning("container %s runs without its monitor", container.id[:12])
+                if container.state is ContainerState.CREATED:
+                    svc.store.update(container.replace(state=ContainerState.RUNNING))
+                return
+            svc.store.update(
+                container.replace(
+                    state=ContainerState.EXITED,
+                    exit_code=255,
+                    finished_at=time.time_ns(),
+                    reason="Unknown",
+                    message="container monitor lost while the daemon was down",
+                    pid=0,
                 )
-                continue
-            if container.state is ContainerState.CREATED:
-                # Killed between `runc start` and the row update: ask the runtime.
-                state = await svc.runtime_for(container.runtime_handler).state(container.id)
-                if state is not None and state.status == "running":
-                    svc.store.update(
-                        container.replace(state=ContainerState.RUNNING, started_at=time.time_ns())
-                    )
-        except Exception:
-            log.exception("recovering container %s failed", container.id[:12])
+            )
+            return
+        if container.state is ContainerState.CREATED:
+            # Killed between `runc start` and the row update: ask the runtime.
+            state = await svc.runtime_for(container.runtime_handler).state(container.id)
+            if state is not None and state.status == "running":
+                svc.store.update(
+                    container.replace(state=ContainerState.RUNNING, started_at=time.time_ns())
+                )
+    except Exception:
+        log.exception("recovering container %s failed", container.id[:12])

@@ -1,0 +1,298 @@
+"""Containers: create, start, ExecSync, stop and rm latency, and memory with N running pods,
+criruntime vs containerd 1.6 + runc, both started by bench/harness.py in the same run.
+
+Both pull one busybox-static image (built here, as the tests build it) from a docker-registry on
+127.0.0.1; containerd also gets the catatonit pause image the sandbox benchmark builds. Pods are
+host-network pods, so CNI is not part of the figures.
+
+Latency: one pod per runtime, RUNS containers run through create → start → ExecSync → stop →
+rm, each verb timed on its own (medians; target criruntime <= 0.7x containerd).
+
+Memory: VmRSS from /proc/<pid>/status of the daemon idle (image pulled, no pods), then with PODS
+pods running one container each: the daemon plus its per-container monitors, found by PID and
+never signalled: conmon from each bundle's conmon.pid for criruntime, containerd-shim-runc-v2
+by its `-address <containerd socket>` argument for containerd. Zombies are not counted.
+Target: criruntime's total <= 0.5x containerd's.
+
+    .venv/bin/python -m bench container
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+from bench.harness import RuntimeUnderTest, Setup, Timing, containerd, criruntime, report
+from bench.sandbox import PAUSE_IMAGE, _pause_archive
+from criruntime.api.runtime.v1 import api_pb2 as api
+from tests.container.daemon_env import busybox_image
+from tests.image import images
+from tests.image.registry_env import start_registry
+
+RUNS = 20
+WARMUP = 2
+PODS = 50
+SETTLE = 2.0  # seconds for RSS to settle after a burst of work
+VERBS = ("create", "start", "exec", "stop", "rm")
+
+
+@dataclass
+class Memory:
+    idle_daemon_kb: int
+    daemon_kb: int
+    monitors_kb: list[int]
+    pod_processes_kb: int  # containerd's pause / criruntime's pod init, for information
+
+    @property
+    def total_kb(self) -> int:
+        return self.daemon_kb + sum(self.monitors_kb)
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of a live process in kB; 0 for a zombie or a vanished one."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    if fields.get("State", "").strip().startswith("Z"):
+        return 0
+    return int(fields.get("VmRSS", "0 kB").split()[0])
+
+
+def _read_pid(path: str) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _state_dir(rt: RuntimeUnderTest) -> str:
+    return os.path.join(os.path.dirname(rt.socket), "state")
+
+
+def _shim_pids(socket: str) -> set[int]:
+    """containerd-shim-runc-v2 processes serving the containerd on `socket`: they re-parent to
+    PID 1, so they are found by their `-address <socket>` argument (and never signalled)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if os.path.basename(args[0]) != "containerd-shim-runc-v2" or "-address" not in args:
+            continue
+        if args[args.index("-address") + 1] == socket:
+            found.add(int(entry))
+    return found
+
+
+def monitor_pids(rt: RuntimeUnderTest) -> set[int]:
+    if rt.name == "criruntime":
+        bundles = os.path.join(_state_dir(rt), "containers")
+        pids = {_read_pid(os.path.join(bundles, c, "conmon.pid")) for c in os.listdir(bundles)}
+    else:
+        pids = _shim_pids(rt.socket)
+    return {p for p in pids if p > 0 and rss_kb(p) > 0}
+
+
+def pod_process_pids(rt: RuntimeUnderTest, pod_ids: list[str]) -> set[int]:
+    """containerd's pause processes, criruntime's pod init if any: the verbose status's pid."""
+    pids = set()
+    for pod in pod_ids:
+        info = rt.runtime.PodSandboxStatus(
+            api.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)
+        ).info
+        pid = int(json.loads(info.get("info", "{}")).get("pid") or 0)
+        if pid > 0:
+            pids.add(pid)
+    return pids
+
+
+def _pod(logs: str, pid_mode: api.NamespaceMode.ValueType) -> api.PodSandboxConfig:
+    name = f"bench-{secrets.token_hex(4)}"
+    return api.PodSandboxConfig(
+        metadata=api.PodSandboxMetadata(name=name, namespace="bench", uid=secrets.token_hex(8)),
+        hostname="",  # host network: the host UTS namespace
+        log_directory=os.path.join(logs, name),
+        linux=api.LinuxPodSandboxConfig(
+            security_context=api.LinuxSandboxSecurityContext(
+                namespace_options=api.NamespaceOption(network=api.NamespaceMode.NODE, pid=pid_mode)
+            )
+        ),
+    )
+
+
+def _container(image: str, i: int) -> api.ContainerConfig:
+    return api.ContainerConfig(
+        metadata=api.ContainerMetadata(name=f"c{i}"),
+        image=api.ImageSpec(image=image),
+        command=["sleep", "1000"],
+        log_path=f"c{i}.log",
+    )
+
+
+def _run_pod(rt: RuntimeUnderTest, config: api.PodSandboxConfig) -> str:
+    return str(
+        rt.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
+    )
+
+
+def _remove_pods(rt: RuntimeUnderTest, pod_ids: list[str]) -> None:
+    # Containers first, with no grace (kubelet does this before StopPodSandbox): `sleep` as
+    # PID 1 ignores SIGTERM, and criruntime's StopPodSandbox would give each one 10 s.
+    listed = rt.runtime.ListContainers(api.ListContainersRequest(), timeout=60).containers
+    for c in listed:
+        if c.pod_sandbox_id in pod_ids:
+            rt.runtime.StopContainer(api.StopContainerRequest(container_id=c.id), timeout=60)
+    for pod in pod_ids:
+        rt.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=120)
+        rt.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=120)
+
+
+def latencies(rt: RuntimeUnderTest, image: str, logs: str) -> dict[str, Timing]:
+    # A shared pod PID namespace, so `sleep` is not PID 1 and SIGTERM stops it at once.
+    config = _pod(logs, api.NamespaceMode.POD)
+    pod = _run_pod(rt, config)
+    samples: dict[str, list[float]] = {v: [] for v in VERBS}
+    r = rt.runtime
+    try:
+        for i in range(WARMUP + RUNS):
+            timed: list[float] = [time.perf_counter()]
+            lap = timed.append
+            cid = r.CreateContainer(
+                api.CreateContainerRequest(
+                    pod_sandbox_id=pod, config=_container(image, i), sandbox_config=config
+                )
+            ).container_id
+            lap(time.perf_counter())
+            r.StartContainer(api.StartContainerRequest(container_id=cid))
+            lap(time.perf_counter())
+            out = r.ExecSync(api.ExecSyncRequest(container_id=cid, cmd=["echo", "hi"], timeout=10))
+            lap(time.perf_counter())
+            r.StopContainer(api.StopContainerRequest(container_id=cid, timeout=10))
+            lap(time.perf_counter())
+            r.RemoveContainer(api.RemoveContainerRequest(container_id=cid))
+            lap(time.perf_counter())
+            assert out.stdout == b"hi\n", out
+            if i >= WARMUP:
+                for n, verb in enumerate(VERBS):
+                    samples[verb].append(timed[n + 1] - timed[n])
+    finally:
+        _remove_pods(rt, [pod])
+    return {v: Timing(s) for v, s in samples.items()}
+
+
+def memory(rt: RuntimeUnderTest, image: str, logs: str, pods: int) -> Memory:
+    time.sleep(SETTLE)
+    idle = rss_kb(rt.pid)
+    pod_ids: list[str] = []
+    try:
+        for i in range(pods):
+            config = _pod(logs, api.NamespaceMode.CONTAINER)  # kubelet's default
+            pod = _run_pod(rt, config)
+            pod_ids.append(pod)
+            cid = rt.runtime.CreateContainer(
+                api.CreateContainerRequest(
+                    pod_sandbox_id=pod, config=_container(image, i), sandbox_config=config
+                ),
+                timeout=60,
+            ).container_id
+            rt.runtime.StartContainer(api.StartContainerRequest(container_id=cid), timeout=60)
+        time.sleep(SETTLE)
+        running = rt.runtime.ListContainers(
+            api.ListContainersRequest(
+                filter=api.ContainerFilter(
+                    state=api.ContainerStateValue(state=api.ContainerState.CONTAINER_RUNNING)
+                )
+            )
+        ).containers
+        assert len(running) == pods, f"{rt.name}: {len(running)} of {pods} containers running"
+        monitors = sorted(rss_kb(p) for p in monitor_pids(rt))
+        pod_kb = sum(rss_kb(p) for p in pod_process_pids(rt, pod_ids))
+        return Memory(idle, rss_kb(rt.pid), monitors, pod_kb)
+    finally:
+        _remove_pods(rt, pod_ids)
+
+
+def _memory_report(ours: Memory, theirs: Memory, pods: int) -> str:
+    def mb(kb: float) -> str:
+        return f"{kb / 1024:>10.1f}"
+
+    def per(m: Memory) -> float:
+        return sum(m.monitors_kb) / max(len(m.monitors_kb), 1)
+
+    rows = [
+        ("daemon RSS idle", ours.idle_daemon_kb, theirs.idle_daemon_kb),
+        (f"daemon RSS, {pods} pods", ours.daemon_kb, theirs.daemon_kb),
+        ("monitors RSS total", sum(ours.monitors_kb), sum(theirs.monitors_kb)),
+        ("per-monitor RSS (mean)", per(ours), per(theirs)),
+        ("TOTAL daemon + monitors", ours.total_kb, theirs.total_kb),
+        ("(pod processes, not counted)", ours.pod_processes_kb, theirs.pod_processes_kb),
+    ]
+    lines = [
+        f"## memory, {pods} running pods x 1 container (VmRSS, MB); monitors: "
+        f"{len(ours.monitors_kb)} conmon vs {len(theirs.monitors_kb)} containerd-shim-runc-v2",
+        f"{'':<30} {'criruntime':>10} {'containerd':>10} {'ratio':>7}",
+    ]
+    for label, a, b in rows:
+        ratio = f"{a / b:>6.2f}x" if b else "     -"
+        lines.append(f"{label:<30} {mb(a)} {mb(b)} {ratio}")
+    lines.append("(target: TOTAL ratio <= 0.50x)")
+    return "\n".join(lines)
+
+
+def run() -> str:
+    work = tempfile.mkdtemp(prefix="bench-ctr-", dir="/tmp")
+    logs = os.path.join(work, "logs")
+    conf_dir, bin_dir = os.path.join(work, "net.d"), os.path.join(work, "bin")
+    for d in (logs, conf_dir, bin_dir):
+        os.makedirs(d)
+    registry = start_registry(work, os.path.join(work, "storage"), "bench")
+    try:
+        images.push(registry.url, "bench/busybox", busybox_image(["sh"]), ["1"])
+        image = f"{registry.host}/bench/busybox:1"
+        setup = Setup(
+            cni_conf_dir=conf_dir,
+            cni_bin_dirs=[bin_dir],
+            registry=registry.host,
+            sandbox_image=PAUSE_IMAGE,
+        )
+        with containerd(setup) as theirs:
+            archive = os.path.join(work, "pause.tar")
+            _pause_archive(archive)
+            subprocess.run(
+                ["ctr", "-a", theirs.socket, "-n", "k8s.io", "images", "import", archive],
+                check=True,
+                capture_output=True,
+            )
+            theirs.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=image)))
+            c_lat = latencies(theirs, image, logs)
+            c_mem = memory(theirs, image, logs, PODS)
+        with criruntime(setup) as ours:
+            ours.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=image)))
+            r_lat = latencies(ours, image, logs)
+            r_mem = memory(ours, image, logs, PODS)
+    finally:
+        registry.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    lat = report(
+        f"containers, {RUNS} each (after {WARMUP} warm-up), busybox image, host-network pod",
+        [(verb, r_lat[verb], c_lat[verb]) for verb in VERBS],
+        target=0.7,
+    )
+    return lat + "\n\n" + _memory_report(r_mem, c_mem, PODS)
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,538 @@
+"""Containers end to end through the real daemon: images pulled from a docker-registry on
+127.0.0.1, host-network pods, runc under conmon. Most tests share one daemon (one pull); the
+kill -9 and image-removal tests get their own. Every test removes what it made via RPC, and a
+last-resort cleanup kills leftovers by the PIDs conmon recorded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+
+from criruntime.api.runtime.v1 import api_pb2 as api
+from tests.conftest import Daemon, _new_base, _teardown
+from tests.container.daemon_env import (
+    Cluster,
+    ImageSet,
+    cgroup_procs,
+    container_config,
+    force_cleanup,
+    host_pod_config,
+    mounts_under,
+    pid_alive,
+    pull,
+    pushed_images,
+    read_log,
+    sh,
+    wait_for,
+)
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0
+    or not shutil.which("runc")
+    or not shutil.which("conmon")
+    or not os.path.exists("/usr/bin/docker-registry")
+    or not os.path.exists("/bin/busybox"),
+    reason="needs root, runc, conmon, docker-registry and busybox-static",
+)
+
+CREATED = api.ContainerState.CONTAINER_CREATED
+RUNNING = api.ContainerState.CONTAINER_RUNNING
+EXITED = api.ContainerState.CONTAINER_EXITED
+SLEEP = sh("exec sleep 1000")
+
+
+def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as e:
+        call()
+    return e.value.code(), e.value.details() or ""
+
+
+@pytest.fixture(scope="module")
+def imgs() -> Iterator[ImageSet]:
+    workdir = tempfile.mkdtemp(prefix="crir-creg-")
+    try:
+        with pushed_images(workdir) as pushed:
+            yield pushed
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shared(imgs: ImageSet) -> Iterator[Daemon]:
+    """One daemon for the module, with the busybox and no-command images pulled."""
+    d = Daemon(base=_new_base()).start()
+    try:
+        pull(d, imgs.busybox_ref)
+        pull(d, imgs.nocmd_ref)
+        yield d
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+        force_cleanup(d)
+        _teardown(d)
+
+
+@pytest.fixture
+def cl(shared: Daemon) -> Iterator[Cluster]:
+    cluster = Cluster(shared)
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def own(make_daemon: Callable[..., Daemon], imgs: ImageSet) -> Iterator[Cluster]:
+    """A daemon of the test's own, busybox pulled."""
+    d = make_daemon()
+    cluster = Cluster(d)
+    try:
+        pull(d, imgs.busybox_ref)
+        yield cluster
+    finally:
+        cluster.cleanup()
+        force_cleanup(d)
+
+
+# ---- lifecycle, status, logs -------------------------------------------------------------------
+
+
+def test_run_status_and_cri_logs(cl: Cluster, imgs: ImageSet) -> None:
+    pod = cl.run_pod()
+    script = "echo out; echo err >&2; printf part; sleep 0.3; echo ial; exec sleep 1000"
+    cfg = container_config(imgs.busybox_ref, labels={"app": "x"}, annotations={"n": "1"},
+                           **sh(script))  # fmt: skip
+    cid = cl.create(pod, cfg)
+    st = cl.status(cid).status
+    assert st.state == CREATED and st.created_at > 0 and st.started_at == 0
+    cl.start(cid)
+    st = cl.status(cid).status
+    assert st.state == RUNNING
+    assert st.started_at >= st.created_at and st.finished_at == 0
+    assert st.exit_code == 0 and st.reason == "" and st.message == ""
+    assert st.metadata.name == "c" and st.labels == {"app": "x"} and st.annotations == {"n": "1"}
+    assert st.image.image == imgs.busybox_ref
+    assert st.image_ref == imgs.busybox_repo_digest
+    assert st.image_id == imgs.busybox.config_digest
+    assert st.log_path == cl.log_file(pod)
+    info = cl.info(cid)
+    assert info["sandboxID"] == pod and info["runtimeSpec"]["process"]["args"][0] == "sh"
+    assert pid_alive(info["pid"])
+    listed = cl.rt.ListContainers(
+        api.ListContainersRequest(filter=api.ContainerFilter(id=cid))
+    ).containers
+    assert [c.image_ref for c in listed] == [imgs.busybox_repo_digest]
+    assert listed[0].pod_sandbox_id == pod and listed[0].image_id == imgs.busybox.config_digest
+
+    path = cl.log_file(pod)
+    wait_for(lambda: ("stdout", "F", "ial") in read_log(path), what="log line")
+    lines = read_log(path)
+    assert ("stdout", "F", "out") in lines and ("stderr", "F", "err") in lines
+    assert lines.index(("stdout", "P", "part")) < lines.index(("stdout", "F", "ial"))
+
+
+def test_exec_sync(cl: Cluster, imgs: ImageSet) -> None:
+    pod = cl.run_pod()
+    cid = cl.run(pod, container_config(imgs.busybox_ref, envs=[api.KeyValue(key="A", value="1")],
+                                       **SLEEP))  # fmt: skip
+    r = cl.exec(cid, "sh", "-c", "echo hi; echo oops >&2; exit 3")
+    assert (r.stdout, r.stderr, r.exit_code) == (b"hi\n", b"oops\n", 3)
+    assert cl.exec(cid, "cat", "/etc/marker").stdout == b"busybox\n"
+    env = cl.exec(cid, "env").stdout.decode().split("\n")
+    assert "A=1" in env and "FROM_IMAGE=1" in env
+    big = cl.exec(cid, "sh", "-c", "seq 1 200000")
+    assert big.exit_code == 0 and big.stdout.endswith(b"\n200000\n")
+
+    pid = cl.info(cid)["pid"]
+    started = time.monotonic()
+    code, details = code_of(lambda: cl.exec(cid, "sleep", "77", timeout=1))
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED, details
+    assert time.monotonic() - started < 10
+    # The exec'd process is gone: only the container's init is left in its cgroup.
+    wait_for(lambda: cgroup_procs(pid) == [pid], timeout=5, what="exec'd process killed")
+    assert cl.exec(cid, "true").exit_code == 0  # the container still works
+
+    code, _ = code_of(lambda: cl.exec(cid))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_stop_exit_codes_and_remove(cl: Cluster, imgs: ImageSet) -> None:
+    pod = cl.run_pod()
+    ref = imgs.busybox_ref
+    ok = cl.run(pod, container_config(ref, name="ok", **sh("exit 0")))
+    bad = cl.run(pod, container_config(ref, name="bad", **sh("exit 3")))
+    stubborn = cl.run(pod, container_config(
+        ref, name="stubborn", **sh("trap '' TERM; while :; do sleep 0.05; done")))  # fmt: skip
+    polite = cl.run(pod, container_config(
+        ref, name="polite", **sh("trap 'exit 0' TERM; while :; do sleep 0.05; done")))  # fmt: skip
+
+    st = cl.wait_state(ok, EXITED)
+    assert (st.exit_code, st.reason) == (0, "Completed")
+    assert st.finished_at >= st.started_at > 0
+    st = cl.wait_state(bad, EXITED)
+    assert (st.exit_code, st.reason) == (3, "Error")
+
+    started = time.monotonic()
+    cl.stop(polite, timeout=10)
+    assert time.monotonic() - started < 5
+    st = cl.status(polite).status
+    assert (st.state, st.exit_code, st.reason) == (EXITED, 0, "Completed")
+
+    pid = cl.info(stubborn)["pid"]
+    started = time.monotonic()
+    cl.stop(stubborn, timeout=1)
+    assert 1.0 <= time.monotonic() - started < 10
+    st = cl.status(stubborn).status
+    assert (st.state, st.exit_code, st.reason) == (EXITED, 137, "Error")
+    assert not pid_alive(pid)
+    started = time.monotonic()
+    cl.stop(stubborn, timeout=1)  # idempotent, and no second grace period
+    assert time.monotonic() - started < 1.0
+    code, _ = code_of(lambda: cl.exec(stubborn, "true"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+    # Remove: idempotent; a running container is killed first; nothing stays on disk.
+    running = cl.run(pod, container_config(ref, name="running", **SLEEP))
+    running_pid = cl.info(running)["pid"]
+    bundles = os.path.join(cl.daemon.state, "containers")
+    for cid in (stubborn, running):
+        cl.remove(cid)
+        cl.remove(cid)
+        code, _ = code_of(lambda cid=cid: cl.status(cid))  # type: ignore[misc]
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert cid not in os.listdir(bundles)
+        assert not [m for m in mounts_under(cl.daemon.base) if cid in m]
+        cl.stop(cid)  # stopping a removed container is fine too
+    assert not pid_alive(running_pid)
+    cl.remove("f" * 64)  # never existed: success
+    assert os.path.exists(cl.log_file(pod, "running"))  # logs stay for kubelet
+
+
+def test_list_filters(cl: Cluster, imgs: ImageSet) -> None:
+    ref = imgs.busybox_ref
+    p1, p2 = cl.run_pod(), cl.run_pod()
+    a = cl.run(p1, container_config(ref, name="a", labels={"app": "a", "tier": "web"}, **SLEEP))
+    b = cl.create(p1, container_config(ref, name="b", labels={"app": "b", "tier": "web"}, **SLEEP))
+    c = cl.run(p2, container_config(ref, name="c", labels={"app": "c"}, **sh("exit 0")))
+    cl.wait_state(c, EXITED)
+    mine = {a, b, c}
+
+    def listed(**kw: object) -> set[str]:
+        return cl.list(api.ContainerFilter(**kw)) & mine  # type: ignore[arg-type]
+
+    assert listed() == mine
+    assert listed(id=a[:10]) == {a}
+    assert listed(state=api.ContainerStateValue(state=RUNNING)) == {a}
+    assert listed(state=api.ContainerStateValue(state=CREATED)) == {b}
+    assert listed(state=api.ContainerStateValue(state=EXITED)) == {c}
+    assert listed(pod_sandbox_id=p1) == {a, b}
+    assert listed(pod_sandbox_id=p2[:12]) == {c}
+    assert listed(label_selector={"tier": "web"}) == {a, b}
+    assert listed(label_selector={"app": "b", "tier": "web"}) == {b}
+    assert listed(label_selector={"app": "zzz"}) == set()
+    assert listed(pod_sandbox_id=p2, label_selector={"app": "a"}) == set()
+    assert cl.status(a[:12]).status.id == a  # unique prefix, as crictl sends
+
+
+def test_update_resources_reach_the_cgroup(cl: Cluster, imgs: ImageSet) -> None:
+    pod = cl.run_pod()
+    cid = cl.run(pod, container_config(imgs.busybox_ref, **SLEEP))
+    info = cl.info(cid)
+    cg = info["runtimeSpec"]["linux"]["cgroupsPath"]
+    with open(f"/proc/{info['pid']}/cgroup") as f:
+        assert any(line.rstrip().endswith(cg) for line in f)
+    resources = api.LinuxContainerResources(
+        memory_limit_in_bytes=64 << 20, cpu_shares=256, cpu_quota=50_000, cpu_period=100_000
+    )
+    cl.rt.UpdateContainerResources(
+        api.UpdateContainerResourcesRequest(container_id=cid, linux=resources)
+    )
+
+    def read(controller: str, name: str) -> int:
+        with open(f"/sys/fs/cgroup/{controller}{cg}/{name}") as f:
+            return int(f.read())
+
+    assert read("memory", "memory.limit_in_bytes") == 64 << 20
+    assert read("cpu", "cpu.shares") == 256
+    assert read("cpu", "cpu.cfs_quota_us") == 50_000
+    assert cl.status(cid).status.resources.linux.memory_limit_in_bytes == 64 << 20
+    cl.stop(cid)
+    code, _ = code_of(
+        lambda: cl.rt.UpdateContainerResources(
+            api.UpdateContainerResourcesRequest(container_id=cid, linux=resources)
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_reopen_log_after_rename(cl: Cluster, imgs: ImageSet) -> None:
+    pod = cl.run_pod()
+    cid = cl.run(pod, container_config(
+        imgs.busybox_ref, **sh("i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.02; done")
+    ))  # fmt: skip
+    path = cl.log_file(pod)
+    wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 0, what="first log line")
+    os.rename(path, path + ".1")
+    cl.rt.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=cid))
+    assert os.path.exists(path)
+    wait_for(lambda: len(read_log(path)) >= 2, what="lines in the new log")
+    old = [int(t.split()[1]) for _, _, t in read_log(path + ".1")]
+    new = [int(t.split()[1]) for _, _, t in read_log(path)]
+    assert old == list(range(1, len(old) + 1)) and new[0] == old[-1] + 1
+    cl.stop(cid)
+    code, _ = code_of(
+        lambda: cl.rt.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=cid))
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_bad_input_gives_clear_codes_and_leaks_nothing(cl: Cluster, imgs: ImageSet) -> None:
+    d = cl.daemon
+    pod = cl.run_pod()
+    ref = imgs.busybox_ref
+
+    def snapshot() -> tuple[list[str], list[str], list[str], set[str]]:
+        return (
+            sorted(os.listdir(os.path.join(d.state, "containers"))),
+            sorted(os.listdir(os.path.join(d.root, "containers"))),
+            mounts_under(d.base),
+            cl.list(),
+        )
+
+    before = snapshot()
+
+    def create(config: api.ContainerConfig, pod_id: str = pod) -> tuple[grpc.StatusCode, str]:
+        request = api.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=cl.pods[pod]
+        )
+        return code_of(lambda: cl.rt.CreateContainer(request, timeout=30))
+
+    code, msg = create(container_config(ref, **SLEEP), pod_id="0" * 64)
+    assert code == grpc.StatusCode.NOT_FOUND and "pod" in msg
+    code, msg = create(container_config("127.0.0.1:1/no/such:1", **SLEEP))
+    assert code == grpc.StatusCode.NOT_FOUND and "no/such" in msg
+    code, msg = create(container_config(imgs.nocmd_ref))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "no command" in msg
+    for host_path in ("relative/dir", "/etc/hostname/below-a-file"):
+        mount = api.Mount(container_path="/data", host_path=host_path)
+        code, msg = create(container_config(ref, mounts=[mount], **SLEEP))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and host_path in msg, msg
+    code, msg = create(container_config(ref, command=["/no/such/binary"]))
+    assert code != grpc.StatusCode.OK and "/no/such/binary" in msg, msg
+    code, msg = create(api.ContainerConfig(image=api.ImageSpec(image=ref)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert snapshot() == before
+
+    first = cl.create(pod, container_config(ref, name="dup", **SLEEP))
+    code, msg = create(container_config(ref, name="dup", **SLEEP))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and first in msg
+    assert cl.list() == before[3] | {first}
+    for verb, call in (
+        ("start", lambda: cl.start("0" * 64)),
+        ("status", lambda: cl.status("0" * 64)),
+        ("exec", lambda: cl.exec("0" * 64, "true")),
+    ):
+        code, _ = code_of(call)
+        assert code == grpc.StatusCode.NOT_FOUND, verb
+    cl.remove(first)
+    assert snapshot() == before
+
+
+# ---- pods, restarts, images --------------------------------------------------------------------
+
+
+def test_pod_stop_and_remove_take_containers(cl: Cluster, imgs: ImageSet) -> None:
+    pod = cl.run_pod()
+    ref = imgs.busybox_ref
+    # Exits on SIGTERM: StopPodSandbox gives containers a grace period before SIGKILL.
+    term = sh("trap 'exit 0' TERM; while :; do sleep 0.05; done")
+    running = cl.run(pod, container_config(ref, name="r", **term))
+    created = cl.create(pod, container_config(ref, name="c", **SLEEP))
+    pid = cl.info(running)["pid"]
+    cl.rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    assert cl.status(running).status.state == EXITED and not pid_alive(pid)
+    cl.rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    assert cl.list(api.ContainerFilter(pod_sandbox_id=pod)) == set()
+    bundles = os.listdir(os.path.join(cl.daemon.state, "containers"))
+    assert running not in bundles and created not in bundles
+    assert not [m for m in mounts_under(cl.daemon.base) if running in m or created in m]
+
+
+def test_kill9_daemon_keeps_containers(own: Cluster, imgs: ImageSet) -> None:
+    d = own.daemon
+    ref = imgs.busybox_ref
+    gate = os.path.join(d.base, "gate")
+    os.makedirs(gate)
+    pod = own.run_pod()
+    ticking = own.run(pod, container_config(
+        ref, name="ticking", **sh("i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done")
+    ))  # fmt: skip
+    waiting = own.run(pod, container_config(
+        ref, name="waiting", mounts=[api.Mount(container_path="/gate", host_path=gate)],
+        **sh("echo waiting; while [ ! -e /gate/go ]; do sleep 0.02; done; exit 7"),
+    ))  # fmt: skip
+    done = own.run(pod, container_config(ref, name="done", **sh("echo bye; exit 2")))
+    own.wait_state(done, EXITED)
+    created = own.create(pod, container_config(ref, name="created", **sh("echo late; exit 0")))
+    ticking_pid = own.info(ticking)["pid"]
+    before = {c: own.status(c).status for c in (ticking, waiting, done, created)}
+    log = own.log_file(pod, "ticking")
+    wait_for(lambda: os.path.exists(log) and os.path.getsize(log) > 0, what="ticking log")
+
+    d.kill9()
+    killed_at = time.time_ns()
+    with open(os.path.join(gate, "go"), "w"):
+        pass
+    time.sleep(0.5)  # `waiting` exits while the daemon is down
+    logged_while_down = len(read_log(log))
+    d.start()
+
+    st = own.status(ticking).status
+    assert st.state == RUNNING and st.started_at == before[ticking].started_at
+    assert own.info(ticking)["pid"] == ticking_pid and pid_alive(ticking_pid)
+    ticks = [int(t.split()[1]) for _, _, t in read_log(log)]
+    assert ticks == list(range(1, len(ticks) + 1)) and len(ticks) >= logged_while_down
+    st = own.status(waiting).status
+    assert (st.state, st.exit_code, st.reason) == (EXITED, 7, "Error")
+    assert st.finished_at >= killed_at
+    assert own.status(done).status == before[done]
+    assert own.status(created).status == before[created]
+    own.start(created)
+    st = own.wait_state(created, EXITED)
+    assert (st.exit_code, st.reason) == (0, "Completed")
+    assert read_log(own.log_file(pod, "created")) == [("stdout", "F", "late")]
+    # The names stay taken by their containers across the restart.
+    dup = api.CreateContainerRequest(
+        pod_sandbox_id=pod, config=container_config(ref, name="ticking", **SLEEP),
+        sandbox_config=own.pods[pod],
+    )  # fmt: skip
+    code, _ = code_of(lambda: own.rt.CreateContainer(dup))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    own.stop(ticking, timeout=0)
+    assert own.status(ticking).status.exit_code == 137 and not pid_alive(ticking_pid)
+
+
+def test_image_removed_while_container_uses_it(own: Cluster, imgs: ImageSet) -> None:
+    d = own.daemon
+    layers = os.path.join(d.root, "images", "layers")
+    pod = own.run_pod()
+    cid = own.run(pod, container_config(imgs.busybox_ref, **SLEEP))
+    in_use = set(os.listdir(layers))
+    d.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=imgs.busybox_ref)))
+    assert list(d.image.ListImages(api.ListImagesRequest()).images) == []
+    assert set(os.listdir(layers)) >= in_use  # leased by the container
+    assert own.exec(cid, "cat", "/etc/marker").stdout == b"busybox\n"
+    code, _ = code_of(lambda: own.create(pod, container_config(imgs.busybox_ref, name="n")))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+    def gc_round() -> None:  # pulling and removing another image runs the image GC
+        other = pull(d, imgs.other_ref)
+        d.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=other)))
+
+    gc_round()
+    assert set(os.listdir(layers)) >= in_use
+    assert own.exec(cid, "sh", "-c", "echo ok > /tmp/f; cat /tmp/f /etc/marker").stdout == (
+        b"ok\nbusybox\n"
+    )
+    own.stop(cid)
+    own.remove(cid)
+    gc_round()
+    assert [n for n in os.listdir(layers) if not n.startswith(".")] == []
+
+
+def test_restart_with_sigterm_leaves_containers_running(own: Cluster, imgs: ImageSet) -> None:
+    pod = own.run_pod()
+    cid = own.run(pod, container_config(imgs.busybox_ref, **SLEEP))
+    pid = own.info(cid)["pid"]
+    own.daemon.restart()
+    assert own.status(cid).status.state == RUNNING and own.info(cid)["pid"] == pid
+    os.kill(pid, signal.SIGKILL)  # the container's init, by PID: its exit is seen
+    st = own.wait_state(cid, EXITED)
+    assert (st.exit_code, st.reason) == (137, "Error")
+
+
+def test_create_by_image_id_as_kubelet_does(cl: Cluster, imgs: ImageSet) -> None:
+    pod = cl.run_pod()
+    image = api.ImageSpec(image=imgs.busybox.config_digest, user_specified_image="busybox:1")
+    cid = cl.run(pod, api.ContainerConfig(
+        metadata=api.ContainerMetadata(name="by-id"), image=image, log_path="by-id.log", **SLEEP
+    ))  # fmt: skip
+    st = cl.status(cid).status
+    assert st.image.image == imgs.busybox_ref and st.image.user_specified_image == "busybox:1"
+    assert st.image_id == imgs.busybox.config_digest
+    (listed,) = cl.rt.ListContainers(
+        api.ListContainersRequest(filter=api.ContainerFilter(id=cid))
+    ).containers
+    assert listed.image.user_specified_image == "busybox:1"
+
+
+def test_oom_kill_reports_oomkilled(cl: Cluster, imgs: ImageSet) -> None:
+    pod = cl.run_pod()
+    config = container_config(imgs.busybox_ref, **sh("x=$(yes | head -c 200000000); echo $x"))
+    config.linux.resources.memory_limit_in_bytes = 16 << 20
+    cid = cl.run(pod, config)
+    st = cl.wait_state(cid, EXITED, timeout=30)
+    assert (st.exit_code, st.reason) == (137, "OOMKilled")
+
+
+SLOW_RUNC = """#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = create ] && [ -e {dir}/slow ]; then touch {dir}/creating; sleep 1; fi
+done
+runc "$@"; rc=$?
+for a in "$@"; do [ "$a" = create ] && touch {dir}/created; done
+exit $rc
+"""
+
+
+def test_kill9_mid_create_is_cleaned_up(
+    make_daemon: Callable[..., Daemon], imgs: ImageSet, tmp_path: str
+) -> None:
+    work = str(tmp_path)
+    wrapper = os.path.join(work, "slowrunc")
+    with open(wrapper, "w") as f:
+        f.write(SLOW_RUNC.format(dir=work))
+    os.chmod(wrapper, 0o755)
+    d = make_daemon(f'[runtimes.slow]\npath = "{wrapper}"\n')
+    own = Cluster(d)
+    try:
+        pull(d, imgs.busybox_ref)
+        config = host_pod_config(d)
+        pod = str(d.runtime.RunPodSandbox(
+            api.RunPodSandboxRequest(config=config, runtime_handler="slow"), timeout=30
+        ).pod_sandbox_id)  # fmt: skip
+        own.pods[pod] = config
+        open(os.path.join(work, "slow"), "w").close()
+        request = api.CreateContainerRequest(
+            pod_sandbox_id=pod, config=container_config(imgs.busybox_ref, **SLEEP),
+            sandbox_config=config,
+        )  # fmt: skip
+        future = d.runtime.CreateContainer.future(request, timeout=30)
+        wait_for(lambda: os.path.exists(os.path.join(work, "creating")), what="create under way")
+        bundles = os.path.join(d.state, "containers")
+        (cid,) = os.listdir(bundles)
+        d.kill9()
+        with pytest.raises(grpc.RpcError):
+            future.result()
+        wait_for(lambda: os.path.exists(os.path.join(work, "created")), what="runc create done")
+        os.unlink(os.path.join(work, "slow"))
+        d.start()
+        assert own.list() == set()
+        assert not os.path.exists(os.path.join(bundles, cid))
+        assert not [m for m in mounts_under(d.base) if cid in m]
+        assert cid not in os.listdir(os.path.join(d.state, "oci", "slow"))
+        cgroup = f"/sys/fs/cgroup/pids/criruntime/{pod}/{cid}"
+        wait_for(lambda: not os.path.exists(cgroup), timeout=5, what="container cgroup removed")
+        # The name is free again.
+        cid2 = own.run(pod, request.config)
+        assert own.status(cid2).status.state == RUNNING
+    finally:
+        own.cleanup()
+        force_cleanup(d)
