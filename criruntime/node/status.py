@@ -47,7 +47,9 @@ def _handlers(config: Config) -> list[api.RuntimeHandler]:
                 name=name,
                 features=api.RuntimeHandlerFeatures(
                     recursive_read_only_mounts=probed.recursive_read_only_mounts,
-                    user_namespaces=probed.user_namespaces,
+                    # Pod user namespaces are not implemented yet (RunPodSandbox refuses them),
+                    # so claiming the runtime's support would only fail later.
+                    user_namespaces=False,
                 ),
             )
         )

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 class RuntimeFeatures:
     path: str | None  # resolved binary, None when not installed
     recursive_read_only_mounts: bool = False
-    user_namespaces: bool = False
 
 
 @functools.cache
@@ -28,12 +27,8 @@ def probe(binary: str) -> RuntimeFeatures:
     except (OSError, subprocess.SubprocessError, ValueError):
         return RuntimeFeatures(path=path)  # too old to tell: claim nothing
     mount_options = set(features.get("mountOptions") or [])
-    linux = features.get("linux") or {}
-    namespaces = set(linux.get("namespaces") or [])
-    idmap = ((linux.get("mountExtensions") or {}).get("idmap") or {}).get("enabled", False)
     return RuntimeFeatures(
         path=path,
         # rro needs runtime support and a kernel with mount_setattr (5.12+); runc checks the kernel.
         recursive_read_only_mounts="rro" in mount_options,
-        user_namespaces="user" in namespaces and bool(idmap),
     )

@@ -122,3 +122,8 @@ def test_update_runtime_config_rejects_bad_cidr(daemon: Daemon, cidr: str) -> No
     assert "CIDR" in (err.value.details() or "")
     assert _pod_cidr(daemon) == ""  # nothing half-applied
     daemon.runtime.Version(api.VersionRequest())  # and the daemon keeps serving
+
+
+def test_status_claims_no_user_namespaces_until_pods_support_them(shared_daemon: Daemon) -> None:
+    response = shared_daemon.runtime.Status(api.StatusRequest())
+    assert not any(h.features.user_namespaces for h in response.runtime_handlers)
