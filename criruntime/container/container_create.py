@@ -1,8 +1,12 @@
-"""CreateContainer: reserve the name, mount the rootfs, write the OCI spec, let conmon create.
+"""CreateContainer: reserve the name, lease the image layers, mount the rootfs, write the OCI
+spec (the bundle's config.json) and record the container CREATED.
+
+As in containerd, nothing runs yet: conmon and `<runtime> create` happen in StartContainer, so a
+created container has no process, no runtime state and no log file.
 
 Each step registers its undo on an AsyncExitStack, popped only on success, so a failure half-way
-leaves no row, mount, directory or runtime container behind. A daemon killed half-way leaves a
-CREATING row that recovery (restart.py) cleans up the same way.
+leaves no row, mount or directory behind. A daemon killed half-way leaves a CREATING row that
+recovery (restart.py) cleans up the same way.
 """
 
 from __future__ import annotations
@@ -148,13 +152,8 @@ async def create_container(
         for warning in built.warnings:
             log.warning("container %s: %s", container_id[:12], warning)
         write_spec(paths.config, built.spec)
-        pid = await runtime.create(
-            container_id, bundle, log_path or os.path.join(bundle, "container.log")
-        )
-        undo.push_async_callback(runtime.delete, container_id, force=True)
         container = container.replace(
             state=ContainerState.CREATED,
-            pid=pid,
             uid=user.uid,
             gid=user.gid,
             supplemental_groups=tuple(user.additional_gids),

@@ -1,5 +1,8 @@
-"""RemoveContainer: kill if running, delete from the runtime, unmount, drop files and row.
+"""RemoveContainer: kill if running, reap (runtime delete, unmount) unless the exit path already
+did, drop the row, then the bundle and upper/work dirs.
 
+The row goes before the files: the container is gone from List the moment Remove returns, and
+a daemon killed in between leaves only directories without a row, which recovery removes.
 Idempotent: an unknown container is success. The log file stays for kubelet to collect.
 """
 
@@ -13,18 +16,16 @@ from criruntime.container.container_stop import stop
 from criruntime.container.model import Container
 from criruntime.container.service import ContainerService
 from criruntime.errors import NotFound
-from criruntime.oci.runtime import BundlePaths
+
+
+def _dirs(container: Container) -> list[str]:
+    return [d for d in (container.bundle_dir, container.storage_dir) if d]
 
 
 async def teardown(svc: ContainerService, container: Container) -> None:
     """Everything but the row: runtime state, rootfs mount, bundle and upper/work dirs."""
-    runtime = svc.runtime_for(container.runtime_handler)
-    await runtime.delete(container.id, force=True)
-    loop = asyncio.get_running_loop()
-    if container.bundle_dir:
-        await loop.run_in_executor(None, rootfs.unmount, BundlePaths(container.bundle_dir).rootfs)
-    dirs = [d for d in (container.bundle_dir, container.storage_dir) if d]
-    await loop.run_in_executor(None, rootfs.remove_dirs, *dirs)
+    await svc.reap_now(container)
+    await asyncio.get_running_loop().run_in_executor(None, rootfs.remove_dirs, *_dirs(container))
 
 
 async def remove(svc: ContainerService, container_id: str) -> None:
@@ -34,9 +35,10 @@ async def remove(svc: ContainerService, container_id: str) -> None:
             container = svc.store.get(container_id)
         except NotFound:
             return
-        await teardown(svc, container)
+        await svc.reap_now(container)  # the rootfs is unmounted before its layers' lease goes
         svc.store.delete(container.id)
     svc.forget_lock(container_id)
+    await asyncio.get_running_loop().run_in_executor(None, rootfs.remove_dirs, *_dirs(container))
 
 
 async def remove_container(

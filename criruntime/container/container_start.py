@@ -1,13 +1,84 @@
-"""StartContainer: `<runtime> start` on a created container."""
+"""StartContainer: conmon runs `<runtime> create` on the bundle CreateContainer wrote, then
+`<runtime> start`.
+
+Atomic from the client's view, as in containerd: on success the container is RUNNING; if
+anything fails, the half-made runtime container is force-deleted and the container is EXITED
+with exit code 128, reason "StartError" and the error as message (containerd's
+errorStartExitCode / errorStartReason), never started_at. A start cut short by a daemon kill
+leaves the row CREATED; recovery (restart.py) deletes the runtime container it may have left,
+so the container can be started again, as containerd does with a created-but-unstarted task.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import time
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container.model import ContainerState
 from criruntime.container.service import ContainerService
-from criruntime.errors import CriError, FailedPrecondition
+from criruntime.errors import FailedPrecondition
+from criruntime.oci.runtime import BundlePaths, OciRuntime
+
+log = logging.getLogger("criruntime.container")
+
+START_ERROR_EXIT_CODE = 128
+START_ERROR_REASON = "StartError"
+
+
+async def discard_attempt(runtime: OciRuntime, container_id: str, bundle: str) -> None:
+    """Undoes a start that did not finish: the runtime container (its init is killed), then,
+    once conmon has recorded that and gone, conmon's files in the bundle."""
+    await runtime.delete(container_id, force=True)
+    await runtime.wait_exit(bundle, 5.0)
+    runtime.reset_bundle(bundle)
+
+
+def attempted(bundle: str) -> bool:
+    """conmon was started on this bundle before."""
+    return os.path.exists(BundlePaths(bundle).conmon_pid)
+
+
+async def _start(svc: ContainerService, container_id: str) -> None:
+    async with svc.locked(container_id):
+        container = svc.get(container_id)
+        if container.state is not ContainerState.CREATED:
+            raise FailedPrecondition(
+                f"container {container.id} is {container.state.value.lower()}, not created"
+            )
+        runtime = svc.runtime_for(container.runtime_handler)
+        bundle = container.bundle_dir
+        if attempted(bundle) or runtime.has_state(container.id):
+            # An earlier attempt was cut short (its caller went away): start from scratch.
+            await discard_attempt(runtime, container.id, bundle)
+        started_at = time.time_ns()  # taken first: a fast process may exit before start returns
+        try:
+            pid = await runtime.create(
+                container.id, bundle, container.log_path or os.path.join(bundle, "container.log")
+            )
+            await runtime.start(container.id)
+        except Exception as e:
+            log.warning("starting container %s failed: %s", container.id[:12], e)
+            try:
+                await runtime.delete(container.id, force=True)
+            except Exception:
+                log.exception("deleting container %s after a failed start", container.id[:12])
+            svc.store.update(
+                container.replace(
+                    state=ContainerState.EXITED,
+                    pid=0,
+                    exit_code=START_ERROR_EXIT_CODE,
+                    finished_at=time.time_ns(),
+                    reason=START_ERROR_REASON,
+                    message=str(e),
+                )
+            )
+            raise
+        svc.store.update(
+            container.replace(state=ContainerState.RUNNING, pid=pid, started_at=started_at)
+        )
 
 
 async def start_container(
@@ -15,26 +86,7 @@ async def start_container(
 ) -> api.StartContainerResponse:
     await svc.ensure_recovered()
     container = svc.get(request.container_id)
-    async with svc.locked(container.id):
-        container = svc.get(container.id)
-        if container.state is not ContainerState.CREATED:
-            raise FailedPrecondition(
-                f"container {container.id} is {container.state.value.lower()}, not created"
-            )
-        runtime = svc.runtime_for(container.runtime_handler)
-        started_at = time.time_ns()  # taken first: a fast process may exit before start returns
-        try:
-            await runtime.start(container.id)
-        except CriError as e:
-            svc.store.update(
-                container.replace(
-                    state=ContainerState.EXITED,
-                    exit_code=128,
-                    finished_at=time.time_ns(),
-                    reason="StartError",
-                    message=str(e),
-                )
-            )
-            raise
-        svc.store.update(container.replace(state=ContainerState.RUNNING, started_at=started_at))
+    # Shielded: a client that gives up mid-way must not leave a started container recorded as
+    # created, so the start runs to its end and records what happened.
+    await asyncio.shield(asyncio.ensure_future(_start(svc, container.id)))
     return api.StartContainerResponse()

@@ -34,7 +34,10 @@ async def stop(svc: ContainerService, container_id: str, grace: float) -> None:
             status = await runtime.wait_exit(container.bundle_dir, KILL_WAIT)
         if status is None:
             raise DeadlineExceeded(f"container {container.id} did not exit after SIGKILL")
-        svc.store.update(exited(container, status))
+        stopped = exited(container, status)
+        svc.store.update(stopped)
+        # As containerd deletes the task on its exit: RemoveContainer then only drops files.
+        await svc.reap_now(stopped)
         log.info("stopped container %s (exit %d)", container.id[:12], status.code)
 
 

@@ -1,10 +1,16 @@
 """Recovery after a daemon restart (or kill -9): make the rows match what conmon and the
 runtime know.
 
-- CREATING rows are creates the old daemon never finished: undone completely (runtime
-  container, mount, dirs, row), so the name is free again.
+- CREATING rows are creates the old daemon never finished: undone completely (mount, dirs,
+  row), so the name is free again.
+- CREATED rows normally have no runtime state at all (conmon and `<runtime> create` run at
+  start). A start the old daemon never finished left a runtime container that was created but
+  not started: it is deleted and the container stays CREATED, as containerd does with such a
+  task. One the runtime reports running was started just before the kill: RUNNING.
 - CREATED / RUNNING rows: an exit file means the container exited while we were away; its code
   and finish time go to the row. A running container is left alone.
+- EXITED rows whose runtime state or rootfs mount outlived the daemon (killed between seeing
+  the exit and reaping it) are reaped.
 - Runtime containers, bundles and storage dirs with no row at all (a create killed after its
   row was undone, or whose `runc create` finished only after the daemon died) are deleted.
 - A bundle that vanished (host reboot wipes the state dir) or a container whose conmon died
@@ -19,6 +25,7 @@ import time
 
 from criruntime.container import rootfs
 from criruntime.container.container_remove import teardown
+from criruntime.container.container_start import attempted, discard_attempt
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.service import ContainerService
 from criruntime.oci import runtime as oci
@@ -71,7 +78,10 @@ async def _recover_one(svc: ContainerService, container: Container) -> None:
             await teardown(svc, container)
             svc.store.delete(container.id)
             return
+        if container.state is ContainerState.CREATED and await _recover_created(svc, container):
+            return
         if container.state not in (ContainerState.CREATED, ContainerState.RUNNING):
+            await svc.reap_now(container)  # no-op unless the old daemon died before reaping
             return
         refreshed = svc.refresh(container)
         if refreshed.state is ContainerState.EXITED:
@@ -104,3 +114,21 @@ async def _recover_one(svc: ContainerService, container: Container) -> None:
                 )
     except Exception:
         log.exception("recovering container %s failed", container.id[:12])
+
+
+async def _recover_created(svc: ContainerService, container: Container) -> bool:
+    """A CREATED row; True when it is settled here (still CREATED, nothing ran), False when the
+    general RUNNING/exit-file logic must look at it (its start got as far as `runc start`)."""
+    if _bundle_lost(container.bundle_dir):
+        return False  # nothing left to start from: reported EXITED/Unknown below
+    runtime = svc.runtime_for(container.runtime_handler)
+    state = await runtime.state(container.id) if runtime.has_state(container.id) else None
+    if state is not None and state.status in ("created", "creating"):
+        log.warning("container %s: discarding a start cut short by the restart", container.id[:12])
+        await discard_attempt(runtime, container.id, container.bundle_dir)
+        return True
+    if state is not None or oci.read_exit_status(container.bundle_dir) is not None:
+        return False  # started before the kill: running, or exited since
+    if attempted(container.bundle_dir) and not oci.conmon_alive(container.bundle_dir):
+        runtime.reset_bundle(container.bundle_dir)  # a start that failed before `runc create`
+    return True

@@ -43,6 +43,10 @@ def mount_overlay(lower_dirs: list[str], upper: str, work: str, target: str) -> 
     )  # fmt: skip
 
 
+def mounted(target: str) -> bool:
+    return os.path.ismount(target)
+
+
 def unmount(target: str) -> None:
     """Detaches the mount at target; not mounted is fine."""
     while os.path.ismount(target):

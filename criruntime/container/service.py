@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from criruntime.config import Config
+from criruntime.container import rootfs
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.providers import (
     ImageConfig,
@@ -63,6 +64,7 @@ class ContainerService:
         os.makedirs(self.storage_root, mode=0o711, exist_ok=True)
         self._locks: dict[str, asyncio.Lock] = {}
         self._recovery: asyncio.Task[None] | None = None
+        self._reaping: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def wired(
@@ -135,7 +137,9 @@ class ContainerService:
         await asyncio.shield(self._recovery)
 
     def refresh(self, container: Container) -> Container:
-        """Folds in what conmon recorded while nobody asked: an exit code, an OOM kill."""
+        """Folds in what conmon recorded while nobody asked: an exit code, an OOM kill. A
+        container seen to have exited is reaped in the background, so Remove finds little to do.
+        """
         if container.state not in (ContainerState.RUNNING, ContainerState.CREATED):
             return container
         status = oci.read_exit_status(container.bundle_dir)
@@ -143,7 +147,51 @@ class ContainerService:
             return container
         updated = exited(container, status)
         self.store.update(updated)
+        self._reap_soon(updated)
         return updated
+
+    async def reap(self, container: Container) -> None:
+        """What is due once a container's init has exited, as containerd does on a task exit:
+        `<runtime> delete` (drops its state and cgroup) and unmounting the rootfs. Idempotent
+        and cheap when already done (a stat each), so RemoveContainer only deletes files."""
+        runtime = self.runtime_for(container.runtime_handler)
+        if runtime.has_state(container.id):
+            await runtime.delete(container.id, force=True)
+        if container.bundle_dir:
+            target = oci.BundlePaths(container.bundle_dir).rootfs
+            if rootfs.mounted(target):
+                await asyncio.get_running_loop().run_in_executor(None, rootfs.unmount, target)
+
+    def _reap_task(self, container: Container) -> asyncio.Task[None]:
+        """One reap at a time per container: a status refresh and a stop that both see the exit
+        share the same `<runtime> delete`."""
+        task = self._reaping.get(container.id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self.reap(container))
+            self._reaping[container.id] = task
+            task.add_done_callback(lambda t: self._reaped(container.id, t))
+        return task
+
+    def _reaped(self, container_id: str, task: asyncio.Task[None]) -> None:
+        if self._reaping.get(container_id) is task:
+            del self._reaping[container_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reaping container %s failed: %s", container_id[:12], task.exception())
+
+    async def reap_now(self, container: Container) -> None:
+        await asyncio.shield(self._reap_task(container))
+
+    def _reap_soon(self, container: Container) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: RemoveContainer (or recovery) reaps it instead
+        self._reap_task(container)
+
+    async def settle(self) -> None:
+        """Waits for background reaps (tests, shutdown)."""
+        while self._reaping:
+            await asyncio.gather(*self._reaping.values(), return_exceptions=True)
 
     def get(self, container_id: str) -> Container:
         return self.refresh(self.store.get(container_id))

@@ -132,20 +132,31 @@ class OciRuntime:
         # never see each other's containers and a runc/crun pair never share a root.
         self.root = os.path.join(state_dir, "oci", handler)
         self.conmon = conmon
+        # PATH lookups, remembered once found (a missing binary is looked up again next time).
+        self._binary_path: str | None = None
+        self._conmon_resolved: str | None = None
 
     def resolved_binary(self) -> str:
-        path = shutil.which(self.binary)
-        if path is None:
+        if self._binary_path is None:
+            self._binary_path = shutil.which(self.binary)
+        if self._binary_path is None:
             raise FailedPrecondition(
                 f"runtime handler {self.handler!r}: OCI runtime {self.binary!r} is not installed"
             )
-        return path
+        return self._binary_path
 
     def _conmon_path(self) -> str:
-        path = shutil.which(self.conmon)
-        if path is None:
+        if self._conmon_resolved is None:
+            self._conmon_resolved = shutil.which(self.conmon)
+        if self._conmon_resolved is None:
             raise FailedPrecondition(f"conmon ({self.conmon!r}) is not installed")
-        return path
+        return self._conmon_resolved
+
+    def has_state(self, container_id: str) -> bool:
+        """Whether the runtime keeps a record of the container (runc and crun both keep one
+        directory per container under --root); a stat, so no `state` subprocess is needed to
+        know whether a `delete` is still due."""
+        return os.path.isdir(os.path.join(self.root, container_id))
 
     # ---- running the runtime binary ------------------------------------------------------------
 
@@ -291,6 +302,22 @@ class OciRuntime:
                 return None
             await asyncio.sleep(delay)
             delay = min(delay * 2, _EXIT_POLL_MAX)
+
+    @staticmethod
+    def reset_bundle(bundle: str) -> None:
+        """Drops what conmon and an aborted start left in the bundle (pid files, exit file,
+        fifos, sockets, its log), keeping config.json and the rootfs mount point, so the
+        container can be started afresh. Call only once conmon is gone."""
+        keep = {"config.json", "rootfs"}
+        with os.scandir(bundle) as entries:
+            for entry in entries:
+                if entry.name in keep:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
 
     def reopen_log(self, bundle: str) -> None:
         """Asks conmon to reopen the container's log file (after kubelet rotated it)."""

@@ -38,5 +38,7 @@ class Services:
         )
 
     async def close(self) -> None:
+        # Finish background reaps of exited containers, so nothing is left half-deleted.
+        await self.containers.settle()
         await self.image.close()
         self.db.close()

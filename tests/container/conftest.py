@@ -44,7 +44,19 @@ needs_runtime = pytest.mark.skipif(
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    """Runs one verb; like the daemon's long-lived loop, lets the background work it started
+    (reaping an exited container) finish rather than cancelling it with the loop."""
+
+    async def main() -> T:
+        try:
+            return await coro
+        finally:
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    return asyncio.run(main())
 
 
 def build_busybox_layer(path: str) -> None:

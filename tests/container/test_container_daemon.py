@@ -324,10 +324,23 @@ def test_bad_input_gives_clear_codes_and_leaks_nothing(cl: Cluster, imgs: ImageS
         mount = api.Mount(container_path="/data", host_path=host_path)
         code, msg = create(container_config(ref, mounts=[mount], **SLEEP))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and host_path in msg, msg
-    code, msg = create(container_config(ref, command=["/no/such/binary"]))
-    assert code != grpc.StatusCode.OK and "/no/such/binary" in msg, msg
     code, msg = create(api.ContainerConfig(image=api.ImageSpec(image=ref)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert snapshot() == before
+
+    # As on containerd, a missing binary is found by `runc create`, which runs at start: the
+    # container is then EXITED with StartError / 128, nothing of the runtime's is left, and
+    # it is removed like any other.
+    broken = cl.create(pod, container_config(ref, name="broken", command=["/no/such/binary"]))
+    code, msg = code_of(lambda: cl.start(broken))
+    assert code != grpc.StatusCode.OK and "/no/such/binary" in msg, msg
+    st = cl.status(broken).status
+    assert (st.state, st.exit_code, st.reason) == (EXITED, 128, "StartError")
+    assert "/no/such/binary" in st.message and st.started_at == 0 and st.finished_at > 0
+    assert os.listdir(os.path.join(d.state, "oci", "runc")) == []
+    code, _ = code_of(lambda: cl.start(broken))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    cl.remove(broken)
     assert snapshot() == before
 
     first = cl.create(pod, container_config(ref, name="dup", **SLEEP))
@@ -492,9 +505,12 @@ exit $rc
 """
 
 
-def test_kill9_mid_create_is_cleaned_up(
+def test_kill9_mid_start_leaves_it_created(
     make_daemon: Callable[..., Daemon], imgs: ImageSet, tmp_path: str
 ) -> None:
+    """`runc create` runs at StartContainer. A daemon killed while it runs comes back with the
+    container CREATED and the runtime's half-made container deleted (as containerd deletes a
+    created-but-unstarted task on restart); it can then be started normally."""
     work = str(tmp_path)
     wrapper = os.path.join(work, "slowrunc")
     with open(wrapper, "w") as f:
@@ -509,30 +525,33 @@ def test_kill9_mid_create_is_cleaned_up(
             api.RunPodSandboxRequest(config=config, runtime_handler="slow"), timeout=30
         ).pod_sandbox_id)  # fmt: skip
         own.pods[pod] = config
+        cid = own.create(pod, container_config(imgs.busybox_ref, **SLEEP))
+        before = own.status(cid).status
+        assert before.state == CREATED
+        assert not os.path.exists(os.path.join(d.state, "oci", "slow", cid))  # nothing runs yet
+        assert not os.path.exists(own.log_file(pod))  # conmon makes it at start
         open(os.path.join(work, "slow"), "w").close()
-        request = api.CreateContainerRequest(
-            pod_sandbox_id=pod, config=container_config(imgs.busybox_ref, **SLEEP),
-            sandbox_config=config,
-        )  # fmt: skip
-        future = d.runtime.CreateContainer.future(request, timeout=30)
-        wait_for(lambda: os.path.exists(os.path.join(work, "creating")), what="create under way")
-        bundles = os.path.join(d.state, "containers")
-        (cid,) = os.listdir(bundles)
+        future = d.runtime.StartContainer.future(
+            api.StartContainerRequest(container_id=cid), timeout=30
+        )
+        wait_for(lambda: os.path.exists(os.path.join(work, "creating")), what="start under way")
         d.kill9()
         with pytest.raises(grpc.RpcError):
             future.result()
         wait_for(lambda: os.path.exists(os.path.join(work, "created")), what="runc create done")
         os.unlink(os.path.join(work, "slow"))
         d.start()
-        assert own.list() == set()
-        assert not os.path.exists(os.path.join(bundles, cid))
-        assert not [m for m in mounts_under(d.base) if cid in m]
-        assert cid not in os.listdir(os.path.join(d.state, "oci", "slow"))
+        assert own.list() == {cid}
+        assert own.status(cid).status == before
+        assert not os.path.exists(os.path.join(d.state, "oci", "slow", cid))
+        bundle = os.path.join(d.state, "containers", cid)
+        assert sorted(os.listdir(bundle)) == ["config.json", "rootfs"]
         cgroup = f"/sys/fs/cgroup/pids/criruntime/{pod}/{cid}"
         wait_for(lambda: not os.path.exists(cgroup), timeout=5, what="container cgroup removed")
-        # The name is free again.
-        cid2 = own.run(pod, request.config)
-        assert own.status(cid2).status.state == RUNNING
+        own.start(cid)
+        st = own.status(cid).status
+        assert st.state == RUNNING and st.started_at > 0
+        assert pid_alive(own.info(cid)["pid"])
     finally:
         own.cleanup()
         force_cleanup(d)

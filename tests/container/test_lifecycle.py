@@ -15,6 +15,7 @@ from criruntime.container import (
     container_list,
     container_log_reopen,
     container_remove,
+    container_start,
     container_status,
     container_stop,
     container_update,
@@ -22,6 +23,7 @@ from criruntime.container import (
 from criruntime.container.model import ContainerState
 from criruntime.errors import (
     AlreadyExists,
+    CriError,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -323,3 +325,69 @@ def test_runtime_default_seccomp_denies_mount(env: Env) -> None:
     assert "2" in out
     state = ContainerState.RUNNING
     assert env.service.get(cid).state is state
+
+
+def test_created_container_runs_nothing_until_start(env: Env) -> None:
+    cid = env.create(env.container_config(command=sh("echo hi; exec sleep 1000")))
+    container = env.service.store.get(cid)
+    runtime = env.service.runtime_for(container.runtime_handler)
+    assert container.state is ContainerState.CREATED and container.pid == 0
+    assert not runtime.has_state(cid) and not os.path.exists(env.log_file())
+    st = status(env, cid).status
+    assert st.started_at == 0 and json.loads(status(env, cid, True).info["info"])["pid"] == 0
+    with pytest.raises(FailedPrecondition):
+        run(
+            container_log_reopen.reopen_container_log(
+                env.service, api.ReopenContainerLogRequest(container_id=cid)
+            )
+        )
+    run(container_start.start_container(env.service, api.StartContainerRequest(container_id=cid)))
+    assert runtime.has_state(cid) and os.path.exists(env.log_file())
+    assert status(env, cid).status.started_at > 0
+
+
+def test_update_on_created_applies_at_start(env: Env) -> None:
+    cid = env.create(env.container_config(command=["sleep", "1000"]))
+    new = api.LinuxContainerResources(memory_limit_in_bytes=96 << 20, cpu_shares=256)
+    request = api.UpdateContainerResourcesRequest(container_id=cid, linux=new)
+    run(container_update.update_container_resources(env.service, request))
+    assert status(env, cid).status.resources.linux.memory_limit_in_bytes == 96 << 20
+    run(container_start.start_container(env.service, api.StartContainerRequest(container_id=cid)))
+    cgroup = os.path.join("/sys/fs/cgroup/memory/criruntime-test", cid, "memory.limit_in_bytes")
+    assert int(Path(cgroup).read_text()) == 96 << 20
+
+
+def test_start_failure_is_start_error(env: Env) -> None:
+    cid = env.create(env.container_config(command=["/no/such/binary"]))
+    with pytest.raises(CriError, match="/no/such/binary"):
+        run(
+            container_start.start_container(
+                env.service, api.StartContainerRequest(container_id=cid)
+            )
+        )
+    st = status(env, cid).status
+    assert st.state == api.ContainerState.CONTAINER_EXITED
+    assert (st.exit_code, st.reason, st.started_at) == (128, "StartError", 0)
+    assert "/no/such/binary" in st.message
+    assert not env.service.runtime_for("").has_state(cid)
+    with pytest.raises(FailedPrecondition):
+        run(
+            container_start.start_container(
+                env.service, api.StartContainerRequest(container_id=cid)
+            )
+        )
+    bundle = env.service.store.get(cid).bundle_dir
+    remove(env, cid)
+    assert not os.path.exists(bundle)
+
+
+def test_stop_reaps_so_remove_only_drops_files(env: Env) -> None:
+    cid = env.run_container(env.container_config(command=["sleep", "1000"]))
+    container = env.service.store.get(cid)
+    runtime = env.service.runtime_for(container.runtime_handler)
+    stop(env, cid, timeout=0)
+    assert not runtime.has_state(cid)
+    assert not os.path.ismount(os.path.join(container.bundle_dir, "rootfs"))
+    remove(env, cid)
+    assert not os.path.exists(container.bundle_dir)
+    assert not os.path.exists(container.storage_dir)

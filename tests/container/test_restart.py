@@ -6,7 +6,7 @@ import os
 import time
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.container import container_list
+from criruntime.container import container_list, container_start
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.service import ContainerService
 from tests.container.conftest import Env, needs_runtime, run
@@ -54,3 +54,33 @@ def test_exit_while_down_running_kept_and_half_created_cleaned(env: Env) -> None
     # The half-created container's name is free again.
     env.create(env.container_config("half", command=["true"]))
     assert service.get(created).state is ContainerState.CREATED
+
+
+def test_created_never_started_survives_restart_and_starts(env: Env) -> None:
+    # No runtime state and no conmon exist for a created container; recovery keeps it CREATED.
+    cid = env.create(env.container_config("c", command=["sh", "-c", "echo late; exit 4"]))
+    service = restarted(env)
+    run(service.ensure_recovered())
+    assert service.get(cid).state is ContainerState.CREATED
+    run(container_start.start_container(service, api.StartContainerRequest(container_id=cid)))
+    env.wait_exited(cid)
+    assert service.get(cid).exit_code == 4
+    with open(env.log_file()) as f:
+        assert "late" in f.read()
+
+
+def test_start_cut_short_by_restart_is_discarded(env: Env) -> None:
+    # The old daemon died after `runc create` but before `runc start`: the runtime container
+    # is deleted and the container stays CREATED, as containerd does with such a task.
+    cid = env.create(env.container_config("c", command=["sleep", "1000"]))
+    container = env.service.store.get(cid)
+    runtime = env.service.runtime_for(container.runtime_handler)
+    run(runtime.create(cid, container.bundle_dir, env.log_file()))
+    assert runtime.has_state(cid)
+    service = restarted(env)
+    run(service.ensure_recovered())
+    assert service.get(cid).state is ContainerState.CREATED
+    assert not runtime.has_state(cid)
+    assert sorted(os.listdir(container.bundle_dir)) == ["config.json", "rootfs"]
+    run(container_start.start_container(service, api.StartContainerRequest(container_id=cid)))
+    assert service.get(cid).state is ContainerState.RUNNING
