@@ -129,7 +129,10 @@ def resolve_user(
     else:
         gid = entry.gid if entry is not None else 0
     additional = [gid]
-    if entry is not None:
+    # Merge (the default) adds the groups the image's /etc/group gives the user; Strict takes
+    # only the primary group and what the request lists, so an image cannot add groups.
+    strict = security.supplemental_groups_policy == api.SupplementalGroupsPolicy.Strict
+    if entry is not None and not strict:
         for _, group_gid, members in _groups(rootfs):
             if entry.name in members and group_gid not in additional:
                 additional.append(group_gid)

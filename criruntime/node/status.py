@@ -63,7 +63,7 @@ def status(
     response = api.StatusResponse(
         status=api.RuntimeStatus(conditions=[_runtime_condition(config), network]),
         runtime_handlers=_handlers(config),
-        features=api.RuntimeFeatures(supplemental_groups_policy=False),
+        features=api.RuntimeFeatures(supplemental_groups_policy=True),
     )
     if request.verbose:
         # Values are JSON documents, which crictl info decodes and pretty-prints.

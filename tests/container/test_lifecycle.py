@@ -202,6 +202,21 @@ def test_status_fields_and_verbose(env: Env) -> None:
     assert out.splitlines()[0] == "1000" and "2000" in out.splitlines()[1] and "ro" in out
 
 
+def test_supplemental_groups_policy_strict_ignores_image_groups(env: Env) -> None:
+    # "app" is a member of group 2000 in the image's /etc/group; Strict must not add it.
+    security = api.LinuxContainerSecurityContext(
+        run_as_username="app",
+        supplemental_groups=[4000],
+        supplemental_groups_policy=api.SupplementalGroupsPolicy.Strict,
+    )
+    config = env.container_config(
+        command=["sleep", "1000"], linux=api.LinuxContainerConfig(security_context=security)
+    )
+    cid = env.run_container(config)
+    assert list(status(env, cid).status.user.linux.supplemental_groups) == [1000, 4000]
+    assert exec_sync(env, cid, sh("id -G")).stdout.decode().split() == ["1000", "4000"]
+
+
 def test_list_filters(env: Env) -> None:
     a = env.run_container(env.container_config("a", command=["sleep", "1000"], labels={"app": "x"}))
     b = env.create(env.container_config("b", command=["true"], labels={"app": "y"}))

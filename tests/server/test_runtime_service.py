@@ -127,3 +127,7 @@ def test_update_runtime_config_rejects_bad_cidr(daemon: Daemon, cidr: str) -> No
 def test_status_claims_no_user_namespaces_until_pods_support_them(shared_daemon: Daemon) -> None:
     response = shared_daemon.runtime.Status(api.StatusRequest())
     assert not any(h.features.user_namespaces for h in response.runtime_handlers)
+
+
+def test_status_advertises_supplemental_groups_policy(shared_daemon: Daemon) -> None:
+    assert shared_daemon.runtime.Status(api.StatusRequest()).features.supplemental_groups_policy
