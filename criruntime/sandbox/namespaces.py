@@ -102,15 +102,20 @@ def _pin(source: str, target: str) -> None:
         raise
 
 
-def unpin(path: str) -> None:
-    """Unmounts and deletes a pinned namespace file; a file already gone is fine."""
-    if not path:
-        return
+def _umount_if_mounted(path: str) -> None:
+    """Unmounts path; not mounted (EINVAL) or gone (ENOENT) is fine, so teardown can repeat."""
     try:
         linux.umount(path)
     except OSError as e:
         if e.errno not in (errno.EINVAL, errno.ENOENT):
             raise
+
+
+def unpin(path: str) -> None:
+    """Unmounts and deletes a pinned namespace file; a file already gone is fine."""
+    if not path:
+        return
+    _umount_if_mounted(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
@@ -227,13 +232,8 @@ def mount_shm(path: str) -> None:
 
 
 def unmount_shm(path: str | None) -> None:
-    if not path:
-        return
-    try:
-        linux.umount(path)
-    except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.ENOENT):
-            raise
+    if path:
+        _umount_if_mounted(path)
 
 
 # ---- sysctls -----------------------------------------------------------------------------
