@@ -6,6 +6,7 @@ extra TOML. Every daemon is stopped by its PID at teardown, and teardown checks 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -172,6 +173,27 @@ def make_daemon() -> Iterator[Callable[..., Daemon]]:
 def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
     """A fresh daemon for one test."""
     return make_daemon()
+
+
+def _default_pod_cgroups() -> list[str]:
+    """The daemon's parent cgroup for pods that name none (/criruntime), in every hierarchy."""
+    return [
+        os.path.join(root, "criruntime")
+        for root in (os.path.join("/sys/fs/cgroup", h) for h in os.listdir("/sys/fs/cgroup"))
+        if os.path.isdir(os.path.join(root, "criruntime"))
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_default_pod_cgroup_parent() -> Iterator[None]:
+    """Test daemons create /criruntime (kept across daemon restarts, as containerd keeps its
+    parent); the session removes it again unless it was there before."""
+    existed = bool(_default_pod_cgroups())
+    yield
+    if not existed:
+        for path in _default_pod_cgroups():
+            with contextlib.suppress(OSError):  # not empty: something leaked; tests say what
+                os.rmdir(path)
 
 
 @pytest.fixture(scope="session")
