@@ -3,6 +3,9 @@ did, drop the row, then the bundle and upper/work dirs.
 
 The row goes before the files: the container is gone from List the moment Remove returns, and
 a daemon killed in between leaves only directories without a row, which recovery removes.
+The dirs are not deleted while Remove waits: each is renamed into its filesystem's trash and
+deleted there in the background (ContainerService.discard_dirs; shutdown waits for it, recovery
+empties a trash a killed daemon left).
 Idempotent: an unknown container is success. The log file stays for kubelet to collect.
 """
 
@@ -37,8 +40,8 @@ async def remove(svc: ContainerService, container_id: str) -> None:
             return
         await svc.reap_now(container)  # the rootfs is unmounted before its layers' lease goes
         svc.store.delete(container.id)
+        svc.discard_dirs(container)
     svc.forget_lock(container_id)
-    await asyncio.get_running_loop().run_in_executor(None, rootfs.remove_dirs, *_dirs(container))
 
 
 async def remove_container(

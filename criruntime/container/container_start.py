@@ -58,7 +58,7 @@ async def _start(svc: ContainerService, container_id: str) -> None:
             pid = await runtime.create(
                 container.id, bundle, container.log_path or os.path.join(bundle, "container.log")
             )
-            await runtime.start(container.id)
+            await runtime.start(container.id, pid)
         except Exception as e:
             log.warning("starting container %s failed: %s", container.id[:12], e)
             try:

@@ -12,7 +12,9 @@ runtime know.
 - EXITED rows whose runtime state or rootfs mount outlived the daemon (killed between seeing
   the exit and reaping it) are reaped.
 - Runtime containers, bundles and storage dirs with no row at all (a create killed after its
-  row was undone, or whose `runc create` finished only after the daemon died) are deleted.
+  row was undone, or whose `runc create` finished only after the daemon died, or a remove
+  killed between dropping the row and moving the dirs to the trash) are deleted.
+- The trash (dirs of removed containers, see container_remove.py) is emptied in the background.
 - A bundle that vanished (host reboot wipes the state dir) or a container whose conmon died
   without an exit file is EXITED with reason Unknown.
 """
@@ -27,7 +29,7 @@ from criruntime.container import rootfs
 from criruntime.container.container_remove import teardown
 from criruntime.container.container_start import attempted, discard_attempt
 from criruntime.container.model import Container, ContainerState
-from criruntime.container.service import ContainerService
+from criruntime.container.service import TRASH, ContainerService
 from criruntime.oci import runtime as oci
 
 log = logging.getLogger("criruntime.container.restart")
@@ -38,6 +40,10 @@ def _bundle_lost(bundle: str) -> bool:
 
 
 async def recover(svc: ContainerService) -> None:
+    try:
+        svc.empty_trash()  # before any verb runs, so only what an earlier daemon left
+    except Exception:
+        log.exception("emptying the trash failed")
     for container in svc.store.list():
         await _recover_one(svc, container)
     try:
@@ -55,7 +61,7 @@ def _runtime_ids(root: str) -> list[str]:
 def _remove_orphan_files(svc: ContainerService, known: set[str]) -> None:
     for parent in (svc.bundles_dir, svc.storage_root):
         for name in os.listdir(parent):
-            if name not in known:
+            if name not in known and name != TRASH:
                 log.warning("removing orphaned container files %s", name[:12])
                 rootfs.unmount(os.path.join(svc.bundle_dir(name), "rootfs"))
                 rootfs.remove_dirs(os.path.join(parent, name))

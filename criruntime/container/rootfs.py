@@ -60,3 +60,23 @@ def remove_dirs(*paths: str) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(path)
+
+
+def move_to_trash(path: str, trash: str, name: str) -> str | None:
+    """Renames `path` to `trash`/`name` (a directory on the same filesystem as `path`), so it
+    vanishes from its place at the cost of one rename; returns where it now is, `path` itself
+    when it cannot move (another filesystem, a mount point), None when it does not exist."""
+    target = os.path.join(trash, name)
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        if not os.path.lexists(path):
+            return None
+        try:
+            os.makedirs(trash, mode=0o700, exist_ok=True)  # the trash itself went missing
+            os.rename(path, target)
+        except OSError:
+            return path
+    except OSError:
+        return path
+    return target

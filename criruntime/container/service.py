@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from criruntime.config import Config
@@ -37,6 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("criruntime.container")
 
 DEFAULT_EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
+# Removed containers' dirs are renamed into a trash dir inside their parent (so on the same
+# filesystem: the bundle lives under the state dir, often a tmpfs, the storage under the root
+# dir) and deleted from there in the background. Never a container id (ids are hex).
+TRASH = ".trash"
+# One thread deletes trees, in order: deletions never crowd out the default executor's users
+# (unmounts, ...) and a burst of removals only queues up.
+_DELETER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="criruntime-trash")
 
 
 class ContainerService:
@@ -62,9 +71,16 @@ class ContainerService:
         self.storage_root = os.path.join(config.root, "containers")
         os.makedirs(self.bundles_dir, mode=0o711, exist_ok=True)
         os.makedirs(self.storage_root, mode=0o711, exist_ok=True)
+        self.trash_dirs = (
+            os.path.join(self.bundles_dir, TRASH),
+            os.path.join(self.storage_root, TRASH),
+        )
+        for trash in self.trash_dirs:
+            os.makedirs(trash, mode=0o700, exist_ok=True)
         self._locks: dict[str, asyncio.Lock] = {}
         self._recovery: asyncio.Task[None] | None = None
         self._reaping: dict[str, asyncio.Task[None]] = {}
+        self._deleting: set[asyncio.Task[None]] = set()
 
     @classmethod
     def wired(
@@ -188,10 +204,58 @@ class ContainerService:
             return  # no loop: RemoveContainer (or recovery) reaps it instead
         self._reap_task(container)
 
+    # ---- deleting a removed container's files -------------------------------------------------
+
+    def discard_dirs(self, container: Container) -> None:
+        """Moves the container's bundle and storage dirs into the trash (one rename each) and
+        deletes them there in the background. Call once the row is gone: a daemon killed before
+        the renames leaves dirs without a row, one killed after leaves trash, and recovery
+        deletes both. A dir that cannot be renamed is deleted in place, also in the background.
+        """
+        bundle_trash, storage_trash = self.trash_dirs
+        name = f"{container.id}.{secrets.token_hex(4)}"
+        doomed = [
+            moved
+            for path, trash in (
+                (container.bundle_dir, bundle_trash),
+                (container.storage_dir, storage_trash),
+            )
+            if path and (moved := rootfs.move_to_trash(path, trash, name)) is not None
+        ]
+        if doomed:
+            self._delete_soon(doomed)
+
+    def empty_trash(self) -> None:
+        """Deletes (in the background) what the trash holds; run by recovery, before any verb
+        can add to it, for what a previous daemon left there."""
+        doomed: list[str] = []
+        for trash in self.trash_dirs:
+            with contextlib.suppress(FileNotFoundError):
+                doomed += [os.path.join(trash, name) for name in os.listdir(trash)]
+        if doomed:
+            log.info("deleting %d removed containers' dirs left in the trash", len(doomed))
+            self._delete_soon(doomed)
+
+    def _delete_soon(self, paths: list[str]) -> None:
+        # A task (not a bare executor future), so whoever waits for the loop's tasks waits for it.
+        task = asyncio.get_running_loop().create_task(self._delete(paths))
+        self._deleting.add(task)
+        task.add_done_callback(self._deleted)
+
+    @staticmethod
+    async def _delete(paths: list[str]) -> None:
+        await asyncio.get_running_loop().run_in_executor(_DELETER, _delete_trees, paths)
+
+    def _deleted(self, task: asyncio.Task[None]) -> None:
+        self._deleting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("deleting removed container files failed: %s", task.exception())
+
     async def settle(self) -> None:
-        """Waits for background reaps (tests, shutdown)."""
-        while self._reaping:
-            await asyncio.gather(*self._reaping.values(), return_exceptions=True)
+        """Waits for background reaps and deletions (tests, shutdown)."""
+        while self._reaping or self._deleting:
+            pending = [*self._reaping.values(), *self._deleting]
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def get(self, container_id: str) -> Container:
         return self.refresh(self.store.get(container_id))
@@ -209,6 +273,17 @@ class ContainerService:
 
         await self.ensure_recovered()
         await asyncio.gather(*(remove(self, c.id) for c in self.store.list(pod_id)))
+
+
+def _delete_trees(paths: list[str]) -> None:
+    """Deletes each tree, unmounting a rootfs first in case one is still mounted there; a tree
+    that will not go is logged and left to the next recovery (the trash is emptied then)."""
+    for path in paths:
+        rootfs.unmount(oci.BundlePaths(path).rootfs)
+        try:
+            rootfs.remove_dirs(path)
+        except OSError as e:
+            log.warning("deleting %s: %s", path, e)
 
 
 def exited(container: Container, status: oci.ExitStatus) -> Container:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +22,9 @@ from criruntime.container import (
     container_stop,
     container_update,
 )
+from criruntime.container import service as container_service
 from criruntime.container.model import ContainerState
+from criruntime.container.service import TRASH
 from criruntime.errors import (
     AlreadyExists,
     CriError,
@@ -260,7 +264,9 @@ def test_bad_input(env: Env) -> None:
         env.create(env.container_config("g", command=["true"], linux=group_only))
     # Nothing leaked by the failures: only "dup" remains, and its name is still taken.
     assert [c.name for c in env.service.store.list()] == ["dup"]
-    assert len(os.listdir(env.service.bundles_dir)) == 1
+    assert [n for n in os.listdir(env.service.bundles_dir) if n != TRASH] == [
+        env.service.store.list()[0].id
+    ]
 
 
 def test_unknown_runtime_handler(env: Env) -> None:
@@ -406,3 +412,43 @@ def test_stop_reaps_so_remove_only_drops_files(env: Env) -> None:
     remove(env, cid)
     assert not os.path.exists(container.bundle_dir)
     assert not os.path.exists(container.storage_dir)
+
+
+def test_remove_moves_dirs_to_trash_and_deletes_them_in_the_background(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cid = env.run_container(env.container_config(command=["sleep", "1000"]))
+    container = env.service.store.get(cid)
+    svc = env.service
+    gate = threading.Event()
+    delete_trees = container_service._delete_trees
+
+    def held(paths: list[str]) -> None:
+        assert gate.wait(10)
+        delete_trees(paths)
+
+    monkeypatch.setattr(container_service, "_delete_trees", held)
+
+    def moved_to_trash() -> None:
+        # Remove has returned while the deletion is held: the container is gone from the store
+        # and its dirs from their places, which now sit in the trash of their own filesystem.
+        assert cid not in {c.id for c in svc.store.list()}
+        assert not os.path.exists(container.bundle_dir)
+        assert not os.path.exists(container.storage_dir)
+        for trash in svc.trash_dirs:
+            assert [n.split(".")[0] for n in os.listdir(trash)] == [cid]
+
+    async def main() -> None:
+        await container_remove.remove(svc, cid)
+        moved_to_trash()
+        settling = asyncio.ensure_future(svc.settle())
+        await asyncio.sleep(0.05)
+        assert not settling.done()  # shutdown waits for the pending deletion
+        gate.set()
+        await asyncio.wait_for(settling, 10)
+
+    asyncio.run(main())
+    for trash in svc.trash_dirs:
+        assert os.listdir(trash) == []
+    assert sorted(os.listdir(svc.bundles_dir)) == sorted(os.listdir(svc.storage_root)) == [TRASH]
+    assert cid not in Path("/proc/self/mountinfo").read_text()

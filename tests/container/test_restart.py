@@ -6,9 +6,9 @@ import os
 import time
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.container import container_list, container_start
+from criruntime.container import container_list, container_remove, container_start
 from criruntime.container.model import Container, ContainerState
-from criruntime.container.service import ContainerService
+from criruntime.container.service import TRASH, ContainerService
 from tests.container.conftest import Env, needs_runtime, run
 
 pytestmark = needs_runtime
@@ -84,3 +84,31 @@ def test_start_cut_short_by_restart_is_discarded(env: Env) -> None:
     assert sorted(os.listdir(container.bundle_dir)) == ["config.json", "rootfs"]
     run(container_start.start_container(service, api.StartContainerRequest(container_id=cid)))
     assert service.get(cid).state is ContainerState.RUNNING
+
+
+def test_recovery_empties_the_trash_and_removes_rowless_dirs(env: Env) -> None:
+    # Three removes cut short by a kill: one after the renames into the trash (its deletion
+    # never ran), one between dropping the row and the renames (dirs without a row), and an
+    # old trash entry with a deep tree.
+    trashed = env.run_container(env.container_config("t", command=["sleep", "1000"]))
+    rowless = env.run_container(env.container_config("r", command=["sleep", "1000"]))
+    kept = env.create(env.container_config("k", command=["true"]))
+    svc = env.service
+    svc._delete_soon = lambda paths: None  # type: ignore[method-assign]
+    run(container_remove.remove(svc, trashed))
+    svc.discard_dirs = lambda container: None  # type: ignore[method-assign]
+    run(container_remove.remove(svc, rowless))
+    deep = os.path.join(svc.trash_dirs[1], "x" * 64 + ".0000")
+    os.makedirs(os.path.join(deep, "upper", "a", "b"))
+    os.chmod(os.path.join(deep, "upper", "a"), 0)
+    assert all(os.listdir(trash) for trash in svc.trash_dirs)
+    assert os.path.exists(svc.bundle_dir(rowless)) and os.path.exists(svc.storage_dir(rowless))
+
+    service = restarted(env)
+    run(service.ensure_recovered())
+    run(service.settle())
+    for trash in service.trash_dirs:
+        assert os.listdir(trash) == []
+    for parent in (service.bundles_dir, service.storage_root):
+        assert sorted(os.listdir(parent)) == sorted([TRASH, kept])
+    assert [c.id for c in service.store.list()] == [kept]

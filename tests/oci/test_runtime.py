@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from criruntime.errors import NotFound
+from criruntime.errors import CriError, NotFound
 from criruntime.oci.runtime import OciError, OciRuntime, read_exit_status
 from tests.container.conftest import build_busybox_layer, needs_runtime, run
 
@@ -83,3 +83,38 @@ def test_start_unknown_container(bundle: tuple[OciRuntime, str]) -> None:
     runtime, _ = bundle
     with pytest.raises(NotFound):
         run(runtime.start("nope"))
+
+
+def test_runc_start_through_the_exec_fifo(
+    bundle: tuple[OciRuntime, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, b = bundle
+    write_config(b, ["sleep", "1000"])
+    pid = run(runtime.create("t", b, os.path.join(b, "log")))
+    fifo = os.path.join(runtime.root, "t", "exec.fifo")
+    assert os.path.exists(fifo)
+    real_run = runtime._run
+
+    async def no_start(*args: str, **kwargs: object) -> tuple[int, bytes, bytes]:
+        assert args[0] != "start", "the runc start subprocess ran"
+        return await real_run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runtime, "_run", no_start)
+    run(runtime.start("t", pid))
+    assert not os.path.exists(fifo)
+    state = run(runtime.state("t"))
+    assert state is not None and (state.status, state.pid) == ("running", pid)
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[:2] == [b"sleep", b"1000"]  # init has exec'd it
+    monkeypatch.undo()
+    with pytest.raises(CriError):
+        run(runtime.start("t", pid))  # running already: runc start says so
+
+
+def test_runc_start_falls_back_when_init_died(bundle: tuple[OciRuntime, str]) -> None:
+    runtime, b = bundle
+    write_config(b, ["sleep", "1000"])
+    pid = run(runtime.create("t", b, os.path.join(b, "log")))
+    os.kill(pid, signal.SIGKILL)  # runc init, blocked on the fifo
+    with pytest.raises(CriError):
+        run(runtime.start("t", pid))
