@@ -103,6 +103,7 @@ class Endpoint:
     url: str  # scheme://host[:port], no trailing slash
     host: str  # host[:port], the key for certs.d and auth
     mirror: bool
+    http_fallback: bool = False  # https first; plain http if the host does not speak TLS
 
 
 def _strip_scheme_host(url: str) -> str:
@@ -116,7 +117,7 @@ class RegistryClient:
     def __init__(self, options: RegistryOptions) -> None:
         self.options = options
         self._session: aiohttp.ClientSession | None = None
-        self._ssl: dict[str, ssl.SSLContext] = {}
+        self._ssl: dict[tuple[str, tuple[tuple[str, int], ...]], ssl.SSLContext] = {}
 
     def _http(self) -> aiohttp.ClientSession:
         # Created lazily: aiohttp binds to the running loop, which __init__ may not have.
@@ -146,26 +147,40 @@ class RegistryClient:
             url = url.rstrip("/").removesuffix("/v2")
             out.append(Endpoint(url, _strip_scheme_host(url), mirror=True))
         host = DOCKER_HUB_HOST if domain == DEFAULT_DOMAIN else domain
-        scheme = "http" if self.is_insecure(domain) else "https"
-        out.append(Endpoint(f"{scheme}://{host}", host, mirror=False))
+        # Insecure (and loopback) hosts are tried over HTTPS first, then plain HTTP if the host
+        # does not speak TLS, as docker and containerd do: a TLS registry on localhost works.
+        insecure = self.is_insecure(domain)
+        out.append(Endpoint(f"https://{host}", host, mirror=False, http_fallback=insecure))
         return out
 
     def ssl_context(self, host: str) -> ssl.SSLContext:
         """System CAs plus certs.d/<host>/*.crt; client cert from *.cert + *.key (docker layout)."""
-        ctx = self._ssl.get(host)
+        directory = os.path.join(self.options.certs_dir, host)
+        # Keyed by the directory's contents, so certificates added or replaced in certs.d are
+        # used by the next pull without a restart (as docker does).
+        cache_key = (host, _dir_signature(directory))
+        ctx = self._ssl.get(cache_key)
         if ctx is None:
             ctx = ssl.create_default_context()
-            directory = os.path.join(self.options.certs_dir, host)
             for ca in sorted(glob.glob(os.path.join(directory, "*.crt"))):
                 ctx.load_verify_locations(cafile=ca)
             for cert in sorted(glob.glob(os.path.join(directory, "*.cert"))):
                 key = cert[: -len(".cert")] + ".key"
                 ctx.load_cert_chain(cert, key if os.path.exists(key) else None)
-            self._ssl[host] = ctx
+            self._ssl = {k: v for k, v in self._ssl.items() if k[0] != host}
+            self._ssl[cache_key] = ctx
         return ctx
 
     def repository(self, ref: Reference, credentials: Credentials) -> Repository:
         return Repository(self, ref, credentials)
+
+
+def _dir_signature(directory: str) -> tuple[tuple[str, int], ...]:
+    try:
+        with os.scandir(directory) as entries:
+            return tuple(sorted((e.name, e.stat().st_mtime_ns) for e in entries))
+    except OSError:
+        return ()
 
 
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -197,6 +212,7 @@ class Repository:
         self._auth: dict[str, _Auth] = {}
         self._auth_lock = asyncio.Lock()
         self._preferred: Endpoint | None = None  # the endpoint that served the manifest
+        self._plain_http: set[Endpoint] = set()  # http_fallback endpoints found not to speak TLS
 
     # ---- public ------------------------------------------------------------------------------
 
@@ -209,7 +225,7 @@ class Repository:
             try:
                 async with self._request(endpoint, "GET", path, headers) as resp:
                     if resp.status == 404:
-                        errors.append(f"{endpoint.url}: not found")
+                        errors.append(f"{self._base(endpoint)}: not found")
                         if not endpoint.mirror:
                             raise NotFound(f"{self.ref}: not found ({'; '.join(errors)})")
                         continue
@@ -253,7 +269,11 @@ class Repository:
                 except (aiohttp.ClientError, TimeoutError, Unavailable) as e:
                     last = e
                     log.warning(
-                        "blob %s from %s: %s (attempt %d)", digest, endpoint.url, e, attempt + 1
+                        "blob %s from %s: %s (attempt %d)",
+                        digest,
+                        self._base(endpoint),
+                        e,
+                        attempt + 1,
                     )
                     if attempt < self.client.options.retries:
                         await asyncio.sleep(self.client.options.backoff * 2**attempt)
@@ -272,7 +292,7 @@ class Repository:
         """Yields a response that is not a 401, redirect or transient error."""
         http = self.client._http()
         options = self.client.options
-        url = endpoint.url + path
+        url = self._base(endpoint) + path
         if endpoint.mirror:
             url += "?" + urlencode({"ns": self.ref.domain})
         authenticated = False
@@ -295,6 +315,23 @@ class Repository:
                     ssl=self._ssl_for(url),
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as e:
+                if isinstance(e, aiohttp.ClientConnectorCertificateError):
+                    # Retrying cannot help; say which host and where its CA belongs.
+                    raise Unavailable(
+                        f"{url}: TLS certificate verification failed ({e.certificate_error}); "
+                        f"is the registry's CA in "
+                        f"{os.path.join(options.certs_dir, urlsplit(url).netloc)}/?"
+                    ) from None
+                if (
+                    isinstance(e, aiohttp.ClientConnectorSSLError)
+                    and endpoint.http_fallback
+                    and same_host
+                    and url.startswith("https://")
+                ):
+                    log.info("%s does not speak TLS; using plain HTTP", endpoint.host)
+                    self._plain_http.add(endpoint)
+                    url = "http://" + url.removeprefix("https://")
+                    continue
                 if attempt >= options.retries:
                     raise Unavailable(f"{url}: {e or type(e).__name__}") from None
                 attempt += 1
@@ -328,6 +365,12 @@ class Repository:
             finally:
                 resp.release()
 
+    def _base(self, endpoint: Endpoint) -> str:
+        """The endpoint's URL, plain http once an http_fallback endpoint proved not to be TLS."""
+        if endpoint in self._plain_http:
+            return "http://" + endpoint.host
+        return endpoint.url
+
     def _ssl_for(self, url: str) -> ssl.SSLContext | bool:
         parts = urlsplit(url)
         if parts.scheme != "https":
@@ -343,7 +386,7 @@ class Repository:
             detail = "; ".join(
                 f"{e.get('code', '')}: {e.get('message', '')}" for e in body.get("errors", [])
             )
-        message = f"{endpoint.url}: HTTP {resp.status} {resp.reason}" + (
+        message = f"{self._base(endpoint)}: HTTP {resp.status} {resp.reason}" + (
             f" ({detail})" if detail else ""
         )
         if resp.status in (401, 403):
@@ -358,19 +401,21 @@ class Repository:
             creds = self.credentials
             if scheme == "basic":
                 if not creds.username:
-                    raise Unauthorized(f"{endpoint.url} requires a username and password")
+                    raise Unauthorized(f"{self._base(endpoint)} requires a username and password")
                 token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
                 self._auth[endpoint.host] = _Auth(f"Basic {token}")
             elif scheme == "bearer":
                 token = await self._fetch_token(endpoint, params)
                 self._auth[endpoint.host] = _Auth(f"Bearer {token}")
             else:
-                raise Unauthorized(f"{endpoint.url}: unsupported auth challenge {challenge!r}")
+                raise Unauthorized(
+                    f"{self._base(endpoint)}: unsupported auth challenge {challenge!r}"
+                )
 
     async def _fetch_token(self, endpoint: Endpoint, params: dict[str, str]) -> str:
         realm = params.get("realm")
         if not realm:
-            raise Unauthorized(f"{endpoint.url}: bearer challenge without a realm")
+            raise Unauthorized(f"{self._base(endpoint)}: bearer challenge without a realm")
         scope = params.get("scope") or f"repository:{self.ref.path}:pull"
         service = params.get("service", "")
         http = self.client._http()

@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -36,6 +37,7 @@ class Registry:
     proc: subprocess.Popen[bytes]
     port: int
     log: str
+    scheme: str = "http"
 
     @property
     def host(self) -> str:
@@ -43,7 +45,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -55,24 +57,39 @@ class Registry:
                 self.proc.wait()
 
 
-def start_registry(workdir: str, storage: str, name: str, auth_yaml: str = "") -> Registry:
+def start_registry(
+    workdir: str,
+    storage: str,
+    name: str,
+    auth_yaml: str = "",
+    tls: TlsFiles | None = None,
+    client_auth: bool = False,
+) -> Registry:
+    """docker-registry on 127.0.0.1; with `tls`, HTTPS only (and, with `client_auth`, only for
+    clients presenting a certificate signed by the test CA)."""
     port = free_port()
+    tls_yaml = ""
+    if tls is not None:
+        tls_yaml = f"  tls:\n    certificate: {tls.server_cert}\n    key: {tls.server_key}\n"
+        if client_auth:
+            tls_yaml += f"    clientcas: [{tls.ca_cert}]\n"
     config = os.path.join(workdir, f"{name}.yml")
     with open(config, "w") as f:
         f.write(
             "version: 0.1\n"
             "log: {level: warn}\n"
             f"storage:\n  filesystem: {{rootdirectory: {storage}}}\n  delete: {{enabled: true}}\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n" + auth_yaml
+            f"http:\n  addr: 127.0.0.1:{port}\n" + tls_yaml + auth_yaml
         )
     log = os.path.join(workdir, f"{name}.log")
     with open(log, "ab") as out:
         proc = subprocess.Popen([REGISTRY_BIN, "serve", config], stdout=out, stderr=out)
-    reg = Registry(proc, port, log)
+    reg = Registry(proc, port, log, "https" if tls else "http")
+    context = tls.client_context() if tls else None
     deadline = time.monotonic() + 15
     while True:
         try:
-            urllib.request.urlopen(f"{reg.url}/", timeout=1).close()
+            urllib.request.urlopen(f"{reg.url}/", timeout=1, context=context).close()
             return reg
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -80,6 +97,51 @@ def start_registry(workdir: str, storage: str, name: str, auth_yaml: str = "") -
                 with open(log) as f:
                     raise RuntimeError(f"registry {name} did not start:\n{f.read()}") from None
             time.sleep(0.05)
+
+
+@dataclass
+class TlsFiles:
+    """A test CA, a server certificate for IP 127.0.0.1 and a client certificate it signed."""
+
+    ca_cert: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_cert)
+        ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
+
+
+def make_tls_files(directory: str) -> TlsFiles:
+    """Generates the CA and its leaf certificates with the openssl command (EC keys: fast)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    def path(name: str) -> str:
+        return os.path.join(directory, name)
+
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *newkey, "-days", "2", "-subj", "/CN=criruntime test CA",
+        "-keyout", path("ca.key"), "-out", path("ca.crt"))  # fmt: skip
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ):
+        with open(path(f"{name}.ext"), "w") as f:
+            f.write(ext)
+        run("req", "-new", *newkey, "-subj", f"/CN=criruntime test {name}",
+            "-keyout", path(f"{name}.key"), "-out", path(f"{name}.csr"))  # fmt: skip
+        run("x509", "-req", "-in", path(f"{name}.csr"), "-CA", path("ca.crt"),
+            "-CAkey", path("ca.key"), "-CAcreateserial", "-days", "2",
+            "-extfile", path(f"{name}.ext"), "-out", path(f"{name}.crt"))  # fmt: skip
+    return TlsFiles(
+        path("ca.crt"), path("server.crt"), path("server.key"), path("client.crt"),
+        path("client.key"),
+    )  # fmt: skip
 
 
 def htpasswd(workdir: str) -> str:
@@ -266,3 +328,74 @@ class SlowProxy:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class RedirectingRegistry:
+    """A registry front of our own: manifests are proxied to `upstream`, blob GETs answered with
+    a 307 to the upstream's blob URL (as S3-backed registries do), or, while `corrupt`, to a URL
+    of ours serving the wrong bytes. Counts redirects and hits on the wrong-bytes URL."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.corrupt = False
+        self.port = free_port()
+        self.redirects = 0
+        self.corrupt_hits = 0
+        self.blob_bodies_served = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        import aiohttp
+
+        if request.path.startswith("/corrupt/"):
+            self.corrupt_hits += 1
+            return web.Response(body=b"these are not the bytes you are looking for")
+        if "/blobs/" in request.path and request.method == "GET":
+            self.redirects += 1
+            digest = request.path.rsplit("/", 1)[1]
+            target = (
+                f"http://{self.host}/corrupt/{digest}"
+                if self.corrupt
+                else self.upstream + request.path
+            )
+            return web.Response(status=307, headers={"Location": target})
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(
+                request.method,
+                self.upstream + request.path_qs,
+                headers={k: v for k, v in request.headers.items() if k in ("Accept", "Range")},
+            ) as up,
+        ):
+            if "/blobs/" in request.path:
+                self.blob_bodies_served += 1
+            headers = {
+                k: v
+                for k, v in up.headers.items()
+                if k.lower() not in ("transfer-encoding", "connection", "content-length")
+            }
+            return web.Response(status=up.status, headers=headers, body=await up.read())
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
