@@ -36,12 +36,6 @@ APPLETS = [
 ]  # fmt: skip
 CGROUP_PARENT = "/criruntime-test"
 
-needs_runtime = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("conmon")
-    or not os.path.exists(BUSYBOX),
-    reason="needs root, runc, conmon and busybox-static",
-)  # fmt: skip
-
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Runs one verb; like the daemon's long-lived loop, lets the background work it started

@@ -33,15 +33,6 @@ from tests.container.daemon_env import (
     wait_for,
 )
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0
-    or not shutil.which("runc")
-    or not shutil.which("conmon")
-    or not os.path.exists("/usr/bin/docker-registry")
-    or not os.path.exists("/bin/busybox"),
-    reason="needs root, runc, conmon, docker-registry and busybox-static",
-)
-
 CREATED = api.ContainerState.CONTAINER_CREATED
 RUNNING = api.ContainerState.CONTAINER_RUNNING
 EXITED = api.ContainerState.CONTAINER_EXITED

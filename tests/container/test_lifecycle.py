@@ -33,9 +33,7 @@ from criruntime.errors import (
     InvalidArgument,
     NotFound,
 )
-from tests.container.conftest import Env, needs_runtime, run
-
-pytestmark = needs_runtime
+from tests.container.conftest import Env, run
 
 
 def sh(script: str) -> list[str]:

@@ -9,9 +9,7 @@ from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container import container_list, container_remove, container_start
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.service import TRASH, ContainerService
-from tests.container.conftest import Env, needs_runtime, run
-
-pytestmark = needs_runtime
+from tests.container.conftest import Env, run
 
 
 def restarted(env: Env) -> ContainerService:

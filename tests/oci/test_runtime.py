@@ -14,9 +14,7 @@ import pytest
 
 from criruntime.errors import CriError, NotFound
 from criruntime.oci.runtime import OciError, OciRuntime, read_exit_status
-from tests.container.conftest import build_busybox_layer, needs_runtime, run
-
-pytestmark = needs_runtime
+from tests.container.conftest import build_busybox_layer, run
 
 
 @pytest.fixture
