@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -15,9 +16,10 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -268,15 +270,15 @@ def in_thread(fn: Callable[[], None]) -> threading.Thread:
     return t
 
 
-class SlowProxy:
-    """A pull-through HTTP proxy to a registry that, while `slow`, trickles blob bodies, so a
-    test can kill the daemon in the middle of a layer download."""
+class _LoopbackFront:
+    """An aiohttp server of the test's own on 127.0.0.1, in front of the registry at
+    `upstream`, run on its own loop in a thread; subclasses answer requests in `_handle`."""
+
+    handler_cancellation = False
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
-        self.slow = True
         self.port = free_port()
-        self.blob_requests = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -287,9 +289,16 @@ class SlowProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        import aiohttp
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def _upstream(self, request: web.Request) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The same request sent on to the registry, with the headers that matter to it."""
         async with (
             aiohttp.ClientSession(auto_decompress=False) as session,
             session.request(
@@ -298,6 +307,40 @@ class SlowProxy:
                 headers={k: v for k, v in request.headers.items() if k in ("Accept", "Range")},
             ) as up,
         ):
+            yield up
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(
+            app, handler_cancellation=self.handler_cancellation, shutdown_timeout=0.5
+        )
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+class SlowProxy(_LoopbackFront):
+    """A pull-through HTTP proxy to a registry that, while `slow`, trickles blob bodies, so a
+    test can kill the daemon in the middle of a layer download."""
+
+    handler_cancellation = True  # the daemon is killed mid-download; drop its requests
+
+    def __init__(self, upstream: str) -> None:
+        self.slow = True
+        self.blob_requests = 0
+        super().__init__(upstream)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        async with self._upstream(request) as up:
             headers = {
                 k: v
                 for k, v in up.headers.items()
@@ -314,47 +357,20 @@ class SlowProxy:
             await resp.write_eof()
             return resp
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
 
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
-class RedirectingRegistry:
+class RedirectingRegistry(_LoopbackFront):
     """A registry front of our own: manifests are proxied to `upstream`, blob GETs answered with
     a 307 to the upstream's blob URL (as S3-backed registries do), or, while `corrupt`, to a URL
     of ours serving the wrong bytes. Counts redirects and hits on the wrong-bytes URL."""
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
         self.corrupt = False
-        self.port = free_port()
         self.redirects = 0
         self.corrupt_hits = 0
         self.blob_bodies_served = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        super().__init__(upstream)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        import aiohttp
-
         if request.path.startswith("/corrupt/"):
             self.corrupt_hits += 1
             return web.Response(body=b"these are not the bytes you are looking for")
@@ -367,14 +383,7 @@ class RedirectingRegistry:
                 else self.upstream + request.path
             )
             return web.Response(status=307, headers={"Location": target})
-        async with (
-            aiohttp.ClientSession(auto_decompress=False) as session,
-            session.request(
-                request.method,
-                self.upstream + request.path_qs,
-                headers={k: v for k, v in request.headers.items() if k in ("Accept", "Range")},
-            ) as up,
-        ):
+        async with self._upstream(request) as up:
             if "/blobs/" in request.path:
                 self.blob_bodies_served += 1
             headers = {
@@ -383,19 +392,3 @@ class RedirectingRegistry:
                 if k.lower() not in ("transfer-encoding", "connection", "content-length")
             }
             return web.Response(status=up.status, headers=headers, body=await up.read())
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
