@@ -117,8 +117,8 @@ class RegistryMirrorConfig:
 class RegistryConfig:
     insecure: list[str] = _opt_factory(
         list,
-        "Registry hosts (HOST or HOST:PORT) reached over plain HTTP. "
-        "localhost and 127.0.0.1 always are.",
+        "Registry hosts (HOST or HOST:PORT) tried over HTTPS, then plain HTTP if they do not "
+        "speak TLS. localhost and 127.0.0.1 always are.",
     )
     mirrors: dict[str, RegistryMirrorConfig] = _opt_factory(
         dict, 'Per-registry mirrors: [registry.mirrors."HOST"] endpoints = ["http://..."].'
