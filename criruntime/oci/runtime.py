@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from criruntime.child import Child
 from criruntime.errors import CriError, DeadlineExceeded, FailedPrecondition, NotFound
 
 log = logging.getLogger("criruntime.oci")
@@ -232,26 +233,13 @@ class OciRuntime:
     async def _run(
         self, *args: str, stdin: bytes | None = None, limit: float = COMMAND_TIMEOUT
     ) -> tuple[int, bytes, bytes]:
-        proc = await asyncio.create_subprocess_exec(
-            self.resolved_binary(),
-            "--root",
-            self.root,
-            *args,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        child = Child([self.resolved_binary(), "--root", self.root, *args], stdin=stdin)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
+            return await asyncio.wait_for(child.communicate(), limit)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
             raise DeadlineExceeded(
                 f"{self.handler} {args[0]} did not finish within {limit:.0f}s"
             ) from None
-        assert proc.returncode is not None
-        return proc.returncode, out, err
 
     async def _check(self, *args: str, stdin: bytes | None = None) -> bytes:
         code, out, err = await self._run(*args, stdin=stdin)
@@ -292,21 +280,20 @@ class OciRuntime:
         try:
             conmon_log = os.open(paths.conmon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *args,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
+                conmon = Child(
+                    args,
+                    capture=False,
                     stderr=conmon_log,
                     pass_fds=(write_fd,),
                     env={**_clean_env(), "_OCI_SYNCPIPE": str(write_fd)},
-                    start_new_session=True,  # a signal to the daemon's group never reaches it
+                    new_session=True,  # a signal to the daemon's group never reaches it
                     cwd=bundle,  # conmon also drops an `oom` file in its cwd, as under CRI-O
                 )
             finally:
                 os.close(conmon_log)
             os.close(write_fd)
             write_fd = -1
-            await proc.wait()  # conmon's first process exits as soon as it has forked
+            await conmon.wait()  # conmon's first process exits as soon as it has forked
             try:
                 raw = await asyncio.wait_for(_read_first_line(read_fd), CREATE_TIMEOUT)
             except TimeoutError:
@@ -422,42 +409,39 @@ class OciRuntime:
         `max_output` bytes (the rest is read and dropped so the process never blocks). On
         timeout the process is SIGKILLed by its host pid and DeadlineExceeded raised."""
         token = secrets.token_hex(6)
-        process_file = os.path.join(bundle, f"exec-{token}.json")
         pid_file = os.path.join(bundle, f"exec-{token}.pid")
-        _write_json(process_file, process)
+        # The process spec travels in a memfd named by its /proc path: no file to write and
+        # delete. runc opens the path before it starts anything in the container.
+        spec_fd = os.memfd_create("process.json", os.MFD_CLOEXEC)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                self.resolved_binary(),
-                "--root", self.root,
-                "exec", "--process", process_file, "--pid-file", pid_file, container_id,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            os.write(spec_fd, json.dumps(process).encode())
+            child = Child(
+                [
+                    self.resolved_binary(), "--root", self.root,
+                    "exec", "--process", f"/proc/self/fd/{spec_fd}", "--pid-file", pid_file,
+                    container_id,
+                ],
+                pass_fds=(spec_fd,),
             )  # fmt: skip
-            assert proc.stdout is not None and proc.stderr is not None
-            collect = asyncio.gather(
-                _read_capped(proc.stdout, max_output),
-                _read_capped(proc.stderr, max_output),
-                proc.wait(),
-            )
-            try:
-                stdout, stderr, code = await asyncio.wait_for(asyncio.shield(collect), time_limit)
-            except TimeoutError:
-                _kill_pid_file(pid_file)
-                try:  # let runc exec reap its child, or the zombie outlives it
-                    await asyncio.wait_for(asyncio.shield(collect), 2.0)
-                except Exception:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(collect, 5.0)
-                raise DeadlineExceeded(
-                    f"command timed out after {time_limit:g}s and was killed"
-                ) from None
         finally:
-            for path in (process_file, pid_file):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+            os.close(spec_fd)
+        collect = asyncio.ensure_future(child.communicate(max_output))
+        try:
+            code, stdout, stderr = await asyncio.wait_for(asyncio.shield(collect), time_limit)
+        except TimeoutError:
+            _kill_pid_file(pid_file)
+            try:  # let runc exec reap its child, or the zombie outlives it
+                await asyncio.wait_for(asyncio.shield(collect), 2.0)
+            except Exception:
+                child.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(collect, 5.0)
+            raise DeadlineExceeded(
+                f"command timed out after {time_limit:g}s and was killed"
+            ) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pid_file)
         return ExecResult(exit_code=code, stdout=stdout, stderr=stderr)
 
 
@@ -465,15 +449,12 @@ class OciRuntime:
 
 
 def _clean_env() -> dict[str, str]:
-    keep = ("PATH", "LANG", "LC_ALL", "TZ")
+    # No locale: conmon and runc print nothing localised, and the C locale saves conmon
+    # loading locale files on every container start.
+    keep = ("PATH", "TZ")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     return env
-
-
-def _write_json(path: str, data: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(data, f)
 
 
 async def _read_first_line(fd: int) -> bytes:
@@ -538,17 +519,6 @@ def _runtime_message(raw: bytes | str) -> str:
 def _is_not_exist(message: str) -> bool:
     lowered = message.lower()
     return "does not exist" in lowered or ("container" in lowered and "not found" in lowered)
-
-
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> bytes:
-    buf = bytearray()
-    while True:
-        chunk = await stream.read(_READ_CHUNK)
-        if not chunk:
-            return bytes(buf)
-        room = cap - len(buf)
-        if room > 0:
-            buf += chunk[:room]
 
 
 def _kill_pid_file(pid_file: str) -> None:
