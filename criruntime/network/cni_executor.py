@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from criruntime.child import Child
 from criruntime.network.cni_config import NetworkConfigList, find_plugin
 
 log = logging.getLogger("criruntime.cni")
@@ -269,26 +270,14 @@ class CniExecutor:
                 plugin_type, command, 0,
                 f"failed to find plugin {plugin_type!r} in path {self.bin_dirs}",
             )  # fmt: skip
-        proc = await asyncio.create_subprocess_exec(
-            path,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
+        child = Child([path], stdin=stdin, env=env)
         try:
-            stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), self.plugin_timeout)
-        except (TimeoutError, asyncio.CancelledError) as e:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            if isinstance(e, asyncio.CancelledError):
-                raise
+            code, stdout, stderr = await asyncio.wait_for(child.communicate(), self.plugin_timeout)
+        except TimeoutError:
             raise PluginError(
                 plugin_type, command, 0, f"timed out after {self.plugin_timeout:g}s"
             ) from None
-        assert proc.returncode is not None
-        return proc.returncode, stdout, stderr
+        return code, stdout, stderr
 
 
 def _plugin_error(
