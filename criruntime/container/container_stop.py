@@ -28,10 +28,10 @@ async def stop(svc: ContainerService, container_id: str, grace: float) -> None:
         status = None
         if grace > 0 and container.stop_signal != signal.SIGKILL:
             await runtime.kill(container.id, container.stop_signal)
-            status = await runtime.wait_exit(container.bundle_dir, grace)
+            status = await runtime.wait_exit(container.bundle_dir, grace, container.pid)
         if status is None:
             await runtime.kill(container.id, signal.SIGKILL, all_processes=True)
-            status = await runtime.wait_exit(container.bundle_dir, KILL_WAIT)
+            status = await runtime.wait_exit(container.bundle_dir, KILL_WAIT, container.pid)
         if status is None:
             raise DeadlineExceeded(f"container {container.id} did not exit after SIGKILL")
         stopped = exited(container, status)

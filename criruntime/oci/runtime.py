@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from criruntime.child import Child
+from criruntime.child import Child, readable
 from criruntime.errors import CriError, DeadlineExceeded, FailedPrecondition, NotFound
 
 log = logging.getLogger("criruntime.oci")
@@ -41,7 +41,7 @@ log = logging.getLogger("criruntime.oci")
 CONMON = "conmon"
 CREATE_TIMEOUT = 60.0  # conmon + runtime create; runc usually needs ~50 ms
 COMMAND_TIMEOUT = 30.0  # start, kill, delete, update, state
-_EXIT_POLL_MIN = 0.005
+_EXIT_POLL_MIN = 0.001
 _EXIT_POLL_MAX = 0.1
 _READ_CHUNK = 65536
 # conmon's control fifo message that reopens the log file (CRI-O uses the same).
@@ -171,6 +171,23 @@ def read_exit_status(bundle: str) -> ExitStatus | None:
     except ValueError:
         return None  # conmon writes atomically; an unreadable file is not ours to trust
     return ExitStatus(code=code, finished_at=finished, oom_killed=os.path.exists(paths.oom_file))
+
+
+async def _init_exit(pid: int, deadline: float | None) -> None:
+    """Returns once `pid` has exited or the deadline has passed. The caller saw no exit file,
+    so the init is alive, a zombie, or reaped by conmon an instant ago (then pidfd_open fails);
+    a pid reused in that instant would only make this wait out the deadline, after which the
+    exit file decides."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(readable(pidfd), remaining)
+    finally:
+        os.close(pidfd)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -348,10 +365,13 @@ class OciRuntime:
             "update", "--resources", "-", container_id, stdin=json.dumps(resources).encode()
         )
 
-    async def wait_exit(self, bundle: str, within: float | None) -> ExitStatus | None:
+    async def wait_exit(self, bundle: str, within: float | None, pid: int = 0) -> ExitStatus | None:
         """Waits for conmon's exit file; None when `within` seconds pass first or conmon is gone
-        without writing one."""
+        without writing one. Given the init's host `pid`, it sleeps on a pidfd until the init
+        exits instead of polling, and polls only for the moment conmon takes to record it."""
         deadline = None if within is None else time.monotonic() + within
+        if pid > 0 and read_exit_status(bundle) is None:
+            await _init_exit(pid, deadline)
         delay = _EXIT_POLL_MIN
         while True:
             status = read_exit_status(bundle)

@@ -55,10 +55,13 @@ def test_create_start_kill_delete(bundle: tuple[OciRuntime, str]) -> None:
     run(runtime.start("t"))
     assert read_exit_status(b) is None
     run(runtime.kill("t", signal.SIGTERM))  # pid 1 without a handler ignores SIGTERM
-    assert run(runtime.wait_exit(b, 0.3)) is None
+    assert run(runtime.wait_exit(b, 0.3)) is None  # polling conmon's files
+    assert run(runtime.wait_exit(b, 0.3, pid)) is None  # sleeping on the init's pidfd
     run(runtime.kill("t", signal.SIGKILL))
-    status = run(runtime.wait_exit(b, 5))
+    status = run(runtime.wait_exit(b, 5, pid))
     assert status is not None and status.code == 128 + signal.SIGKILL and not status.oom_killed
+    assert run(runtime.wait_exit(b, 5, pid)) == status  # the init is gone: the file answers
+    assert run(runtime.wait_exit(b, 5)) == status
     run(runtime.kill("t", signal.SIGKILL))  # already stopped: not an error
     run(runtime.delete("t", force=True))
     run(runtime.delete("t"))  # already gone: not an error
