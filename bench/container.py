@@ -5,8 +5,12 @@ Both pull one busybox-static image (built here, as the tests build it) from a do
 127.0.0.1; containerd also gets the catatonit pause image the sandbox benchmark builds. Pods are
 host-network pods, so CNI is not part of the figures.
 
-Latency: one pod per runtime, RUNS containers run through create → start → ExecSync → stop →
-rm, each verb timed on its own (medians; target criruntime <= 0.7x containerd).
+Latency: one pod per runtime, RUNS containers each run through create → start → ExecSync →
+stop → rm, each verb timed on its own (medians; target criruntime <= 0.7x containerd). Both
+daemons are up at once and take turns cycle by cycle, so drift in the machine's speed during the
+run (common on a shared VM) does not land on one runtime only. A third contestant in the same
+rotation is runc alone on a copy of criruntime's bundle (RuncAlone): the floor under start and
+ExecSync for any runtime that drives runc, reported against containerd's figures.
 
 Memory: VmRSS from /proc/<pid>/status of the daemon idle (image pulled, no pods), then with PODS
 pods running one container each: the daemon plus its per-container monitors, found by PID and
@@ -19,6 +23,8 @@ Target: criruntime's total <= 0.5x containerd's.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import secrets
@@ -26,6 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.harness import RuntimeUnderTest, Setup, Timing, containerd, criruntime, report
@@ -35,7 +42,7 @@ from tests.container.daemon_env import busybox_image
 from tests.image import images
 from tests.image.registry_env import start_registry
 
-RUNS = 20
+RUNS = 30
 WARMUP = 2
 PODS = 50
 SETTLE = 2.0  # seconds for RSS to settle after a burst of work
@@ -160,37 +167,128 @@ def _remove_pods(rt: RuntimeUnderTest, pod_ids: list[str]) -> None:
         rt.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=120)
 
 
-def latencies(rt: RuntimeUnderTest, image: str, logs: str) -> dict[str, Timing]:
-    # A shared pod PID namespace, so `sleep` is not PID 1 and SIGTERM stops it at once.
-    config = _pod(logs, api.NamespaceMode.POD)
-    pod = _run_pod(rt, config)
-    samples: dict[str, list[float]] = {v: [] for v in VERBS}
+def _cycle(
+    rt: RuntimeUnderTest, pod: str, config: api.PodSandboxConfig, image: str, i: int
+) -> dict[str, float]:
+    """One container through create → start → ExecSync → stop → rm; each verb's seconds."""
     r = rt.runtime
+    timed: list[float] = [time.perf_counter()]
+    lap = timed.append
+    cid = r.CreateContainer(
+        api.CreateContainerRequest(
+            pod_sandbox_id=pod, config=_container(image, i), sandbox_config=config
+        )
+    ).container_id
+    lap(time.perf_counter())
+    r.StartContainer(api.StartContainerRequest(container_id=cid))
+    lap(time.perf_counter())
+    out = r.ExecSync(api.ExecSyncRequest(container_id=cid, cmd=["echo", "hi"], timeout=10))
+    lap(time.perf_counter())
+    r.StopContainer(api.StopContainerRequest(container_id=cid, timeout=10))
+    lap(time.perf_counter())
+    r.RemoveContainer(api.RemoveContainerRequest(container_id=cid))
+    lap(time.perf_counter())
+    assert out.stdout == b"hi\n", out
+    return dict(zip(VERBS, (b - a for a, b in itertools.pairwise(timed)), strict=True))
+
+
+class RuncAlone:
+    """runc by itself, no daemon and no conmon, on copies of criruntime's own bundle for this
+    pod (same spec, same rootfs, same pod namespaces): the floor under StartContainer
+    (`runc create` + `runc start`) and ExecSync (`runc exec`) that no CRI runtime built on runc
+    can go below. It takes its turn in the same rotation as the two daemons."""
+
+    name = "runc alone"
+
+    def __init__(self, rt: RuntimeUnderTest, pod: str, config: api.PodSandboxConfig, image: str):
+        self.ours = rt
+        self.root = tempfile.mkdtemp(prefix="bench-runc-", dir="/tmp")
+        # A created, never started container lends its spec and its mounted rootfs.
+        self.template_id = rt.runtime.CreateContainer(
+            api.CreateContainerRequest(
+                pod_sandbox_id=pod, config=_container(image, 999), sandbox_config=config
+            )
+        ).container_id
+        bundle = os.path.join(_state_dir(rt), "containers", self.template_id)
+        with open(os.path.join(bundle, "config.json")) as f:
+            self.spec = json.load(f)
+        self.runc = ["runc", "--root", os.path.join(self.root, "state")]
+
+    def cycle(self, i: int) -> dict[str, float]:
+        cid = f"floor-{i}"
+        bundle = os.path.join(self.root, cid)
+        os.makedirs(bundle)
+        spec = json.loads(json.dumps(self.spec))
+        parent = spec["linux"]["cgroupsPath"].rsplit("/", 1)[0]
+        spec["linux"]["cgroupsPath"] = f"{parent}/{cid}"  # under the pod's cgroup, like ours
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(spec, f)
+        process = dict(spec["process"], args=["echo", "hi"])
+        with open(os.path.join(bundle, "process.json"), "w") as f:
+            json.dump(process, f)
+        try:
+            t0 = time.perf_counter()
+            # stdout to /dev/null: the created init holds it until the container ends.
+            subprocess.run(
+                [*self.runc, "create", "--bundle", bundle, cid],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                check=True,
+            )
+            created = time.perf_counter()
+            subprocess.run([*self.runc, "start", cid], check=True)
+            t1 = time.perf_counter()
+            out = subprocess.run(
+                [*self.runc, "exec", "--process", os.path.join(bundle, "process.json"), cid],
+                capture_output=True,
+                check=True,
+            ).stdout
+            t2 = time.perf_counter()
+            assert out == b"hi\n", out
+        finally:
+            subprocess.run([*self.runc, "delete", "--force", cid], capture_output=True)
+            shutil.rmtree(bundle, ignore_errors=True)
+        return {"runc create": created - t0, "start": t1 - t0, "exec": t2 - t1}
+
+    def close(self) -> None:
+        self.ours.runtime.RemoveContainer(api.RemoveContainerRequest(container_id=self.template_id))
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def latencies(
+    theirs: RuntimeUnderTest, ours: RuntimeUnderTest, image: str, logs: str
+) -> dict[str, dict[str, Timing]]:
+    """Per contestant (containerd, criruntime, runc alone), per verb. They take turns cycle by
+    cycle, each cycle in a new order, so a machine that speeds up or slows down during the run
+    (common on a shared VM) weighs on all of them alike."""
+    runtimes = [theirs, ours]
+    # A shared pod PID namespace, so `sleep` is not PID 1 and SIGTERM stops it at once.
+    configs = {rt.name: _pod(logs, api.NamespaceMode.POD) for rt in runtimes}
+    pods: dict[str, str] = {}
+    samples: dict[str, dict[str, list[float]]] = {}
+    floor: RuncAlone | None = None
     try:
+        for rt in runtimes:
+            pods[rt.name] = _run_pod(rt, configs[rt.name])
+        floor = RuncAlone(ours, pods[ours.name], configs[ours.name], image)
+        contestants: list[tuple[str, Callable[[int], dict[str, float]]]] = [
+            (rt.name, functools.partial(_cycle, rt, pods[rt.name], configs[rt.name], image))
+            for rt in runtimes
+        ] + [(floor.name, floor.cycle)]
         for i in range(WARMUP + RUNS):
-            timed: list[float] = [time.perf_counter()]
-            lap = timed.append
-            cid = r.CreateContainer(
-                api.CreateContainerRequest(
-                    pod_sandbox_id=pod, config=_container(image, i), sandbox_config=config
-                )
-            ).container_id
-            lap(time.perf_counter())
-            r.StartContainer(api.StartContainerRequest(container_id=cid))
-            lap(time.perf_counter())
-            out = r.ExecSync(api.ExecSyncRequest(container_id=cid, cmd=["echo", "hi"], timeout=10))
-            lap(time.perf_counter())
-            r.StopContainer(api.StopContainerRequest(container_id=cid, timeout=10))
-            lap(time.perf_counter())
-            r.RemoveContainer(api.RemoveContainerRequest(container_id=cid))
-            lap(time.perf_counter())
-            assert out.stdout == b"hi\n", out
-            if i >= WARMUP:
-                for n, verb in enumerate(VERBS):
-                    samples[verb].append(timed[n + 1] - timed[n])
+            shift = i % len(contestants)
+            for name, cycle in contestants[shift:] + contestants[:shift]:
+                laps = cycle(i)
+                if i >= WARMUP:
+                    for verb, seconds in laps.items():
+                        samples.setdefault(name, {}).setdefault(verb, []).append(seconds)
     finally:
-        _remove_pods(rt, [pod])
-    return {v: Timing(s) for v, s in samples.items()}
+        if floor is not None:
+            floor.close()
+        for rt in runtimes:
+            if rt.name in pods:
+                _remove_pods(rt, [pods[rt.name]])
+    return {name: {v: Timing(s) for v, s in per.items() if s} for name, per in samples.items()}
 
 
 def memory(rt: RuntimeUnderTest, image: str, logs: str, pods: int) -> Memory:
@@ -268,7 +366,8 @@ def run() -> str:
             registry=registry.host,
             sandbox_image=PAUSE_IMAGE,
         )
-        with containerd(setup) as theirs:
+        # Both daemons run side by side, so the latency cycles can take turns.
+        with containerd(setup) as theirs, criruntime(setup) as ours:
             archive = os.path.join(work, "pause.tar")
             _pause_archive(archive)
             subprocess.run(
@@ -276,22 +375,29 @@ def run() -> str:
                 check=True,
                 capture_output=True,
             )
-            theirs.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=image)))
-            c_lat = latencies(theirs, image, logs)
+            for rt in (theirs, ours):
+                rt.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=image)))
+            lat = latencies(theirs, ours, image, logs)
             c_mem = memory(theirs, image, logs, PODS)
-        with criruntime(setup) as ours:
-            ours.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=image)))
-            r_lat = latencies(ours, image, logs)
             r_mem = memory(ours, image, logs, PODS)
     finally:
         registry.stop()
         shutil.rmtree(work, ignore_errors=True)
-    lat = report(
+    table = report(
         f"containers, {RUNS} each (after {WARMUP} warm-up), busybox image, host-network pod",
-        [(verb, r_lat[verb], c_lat[verb]) for verb in VERBS],
+        [(verb, lat["criruntime"][verb], lat["containerd"][verb]) for verb in VERBS],
         target=0.7,
     )
-    return lat + "\n\n" + _memory_report(r_mem, c_mem, PODS)
+    floor = report(
+        "the floor: runc alone on a copy of criruntime's bundle, in the same rotation",
+        [
+            ("runc create vs start", lat["runc alone"]["runc create"], lat["containerd"]["start"]),
+            ("runc create+start vs start", lat["runc alone"]["start"], lat["containerd"]["start"]),
+            ("runc exec vs exec", lat["runc alone"]["exec"], lat["containerd"]["exec"]),
+        ],
+        ours="runc",
+    )
+    return table + "\n\n" + floor + "\n\n" + _memory_report(r_mem, c_mem, PODS)
 
 
 if __name__ == "__main__":

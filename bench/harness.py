@@ -192,16 +192,22 @@ def measure(fn: Callable[[int], None], runs: int, warmup: int = 1) -> Timing:
     return Timing(samples)
 
 
-def report(title: str, rows: list[tuple[str, Timing, Timing]], target: float | None = None) -> str:
-    """rows: (operation, criruntime timing, containerd timing); ratio = criruntime / containerd."""
+def report(
+    title: str,
+    rows: list[tuple[str, Timing, Timing]],
+    target: float | None = None,
+    ours: str = "criruntime",
+) -> str:
+    """rows: (operation, criruntime timing, containerd timing); ratio = criruntime / containerd.
+    `ours` names the first timing's column when it is not criruntime's."""
     lines = [
         f"## {title}",
-        f"{'operation':<28} {'criruntime ms':>14} {'containerd ms':>14} {'ratio':>7}",
+        f"{'operation':<28} {ours + ' ms':>14} {'containerd ms':>14} {'ratio':>7}",
     ]
-    for op, ours, theirs in rows:
-        ratio = ours.median / theirs.median if theirs.median else float("nan")
+    for op, mine, theirs in rows:
+        ratio = mine.median / theirs.median if theirs.median else float("nan")
         lines.append(
-            f"{op:<28} {ours.median * 1000:>14.1f} {theirs.median * 1000:>14.1f} {ratio:>6.2f}x"
+            f"{op:<28} {mine.median * 1000:>14.1f} {theirs.median * 1000:>14.1f} {ratio:>6.2f}x"
         )
     if target is not None:
         lines.append(f"(medians; target ratio <= {target:.2f}x)")
