@@ -1,6 +1,7 @@
 """Child processes run from the event loop without asyncio's subprocess transports.
 
-Every OCI runtime call (create, exec, kill, delete, ...) is a short-lived child on a hot path.
+Every OCI runtime call (create, exec, kill, delete, ...) and CNI plugin call is a short-lived
+child on a hot path.
 asyncio's subprocess machinery costs ~1-3 ms per child on top of the fork: a protocol and
 transport per pipe, and on Python 3.11 a new waiter thread per child (ThreadedChildWatcher).
 Here the child is a plain subprocess.Popen (vfork + exec), its pipes are read with

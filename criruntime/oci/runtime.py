@@ -77,11 +77,6 @@ def _init_gone(pid: int) -> bool:
         return True
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 async def _release_exec_fifo(fifo: str, pid: int) -> None:
     try:
         # Non-blocking: opening never waits for a writer, and until one has come and gone the
@@ -89,23 +84,18 @@ async def _release_exec_fifo(fifo: str, pid: int) -> None:
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         raise _FifoUnusable() from None  # not created (or already started): runc says which
-    loop = asyncio.get_running_loop()
     data = b""
     deadline = time.monotonic() + COMMAND_TIMEOUT
     try:
         while True:
-            ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, _resolve, ready)
             try:
-                await asyncio.wait_for(ready, _FIFO_CHECK)
+                await asyncio.wait_for(readable(fd), _FIFO_CHECK)
             except TimeoutError:
                 if not data and _init_gone(pid):
                     raise _FifoUnusable() from None
                 if time.monotonic() >= deadline:
                     raise DeadlineExceeded("runc init did not exec the process in time") from None
                 continue
-            finally:
-                loop.remove_reader(fd)
             try:
                 chunk = os.read(fd, 64)
             except BlockingIOError:
@@ -481,15 +471,9 @@ async def _read_first_line(fd: int) -> bytes:
     """conmon's first sync message (it keeps the pipe open afterwards, so no EOF to wait for);
     b"" if conmon closed the pipe without one."""
     os.set_blocking(fd, False)
-    loop = asyncio.get_running_loop()
     buf = bytearray()
     while b"\n" not in buf:
-        ready: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, ready.set_result, None)
-        try:
-            await ready
-        finally:
-            loop.remove_reader(fd)
+        await readable(fd)
         try:
             chunk = os.read(fd, _READ_CHUNK)
         except BlockingIOError:
