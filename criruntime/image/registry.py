@@ -236,6 +236,8 @@ class Repository:
                     return Manifest(body, media_type, resp.headers.get("Docker-Content-Digest", ""))
             except (Unavailable, RegistryError) as e:
                 if not endpoint.mirror:
+                    if errors:  # what the mirrors said is half the story
+                        raise type(e)(f"{e} (mirrors: {'; '.join(errors)})") from e
                     raise
                 errors.append(f"{endpoint.url}: {e}")
                 log.warning("mirror %s failed for %s: %s; trying next", endpoint.url, self.ref, e)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.errors import InvalidArgument, NotFound
+from criruntime.errors import InvalidArgument, NotFound, Unavailable
 from criruntime.image.layer_store import chain_ids
 from criruntime.image.registry import Repository, Unauthorized
 from criruntime.image.unpack import OPAQUE_XATTR
@@ -306,6 +306,19 @@ def test_dead_mirror_falls_back_to_upstream(
     mirrors = {catalog.plain.host: {"endpoints": ["http://127.0.0.1:1"]}}
     h = make_harness({"registry": {"mirrors": mirrors}}, retries=0)
     assert pull(h, f"{catalog.plain.host}/testimg/user:uid") == catalog.users["uid"].config_digest
+
+
+def test_unreachable_upstream_error_names_what_the_mirror_said(
+    make_harness: Callable[..., Harness], catalog: Catalog
+) -> None:
+    # The mirror lacks the tag and the registry itself is down: both answers reach the user.
+    mirrors = {"127.0.0.1:1": {"endpoints": [catalog.plain.url]}}
+    h = make_harness({"registry": {"mirrors": mirrors}}, retries=0)
+    with pytest.raises(Unavailable) as raised:
+        pull(h, "127.0.0.1:1/testimg/multi:nope")
+    message = str(raised.value)
+    assert "127.0.0.1:1" in message
+    assert f"mirrors: {catalog.plain.url}: not found" in message
 
 
 def test_crash_leftovers_cleaned_and_nothing_half_listed(
