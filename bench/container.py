@@ -24,7 +24,6 @@ Target: criruntime's total <= 0.5x containerd's.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 import secrets
@@ -34,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bench.harness import RuntimeUnderTest, Setup, Timing, containerd, criruntime, report
 from bench.sandbox import PAUSE_IMAGE, _pause_archive
@@ -42,10 +42,18 @@ from tests.container.daemon_env import busybox_image
 from tests.image import images
 from tests.image.registry_env import start_registry
 
+T = TypeVar("T")
+
 RUNS = 30
 WARMUP = 2
 PODS = 50
 SETTLE = 2.0  # seconds for RSS to settle after a burst of work
+# A pause before each contestant's cycle and before each ExecSync. The background work one
+# contestant leaves (containerd's GC removes the snapshot right after RemoveContainer returns,
+# criruntime deletes dirs in a thread) must not land in the next one's timings. And an exec on
+# the heels of a start meets a busy, warm machine: measured here, criruntime's ExecSync took
+# ~24 ms back-to-back but ~36 ms after 100 ms idle, which is what a probe-like exec meets.
+QUIET = 0.25
 VERBS = ("create", "start", "exec", "stop", "rm")
 
 
@@ -167,29 +175,34 @@ def _remove_pods(rt: RuntimeUnderTest, pod_ids: list[str]) -> None:
         rt.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=120)
 
 
+def _timed(fn: Callable[[], T]) -> tuple[float, T]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
 def _cycle(
     rt: RuntimeUnderTest, pod: str, config: api.PodSandboxConfig, image: str, i: int
 ) -> dict[str, float]:
-    """One container through create → start → ExecSync → stop → rm; each verb's seconds."""
+    """One container through create → start → ExecSync → stop → rm; each verb's seconds.
+    ExecSync comes QUIET seconds after the start, as a probe would, not on its heels."""
     r = rt.runtime
-    timed: list[float] = [time.perf_counter()]
-    lap = timed.append
-    cid = r.CreateContainer(
-        api.CreateContainerRequest(
-            pod_sandbox_id=pod, config=_container(image, i), sandbox_config=config
-        )
-    ).container_id
-    lap(time.perf_counter())
-    r.StartContainer(api.StartContainerRequest(container_id=cid))
-    lap(time.perf_counter())
-    out = r.ExecSync(api.ExecSyncRequest(container_id=cid, cmd=["echo", "hi"], timeout=10))
-    lap(time.perf_counter())
-    r.StopContainer(api.StopContainerRequest(container_id=cid, timeout=10))
-    lap(time.perf_counter())
-    r.RemoveContainer(api.RemoveContainerRequest(container_id=cid))
-    lap(time.perf_counter())
+    request = api.CreateContainerRequest(
+        pod_sandbox_id=pod, config=_container(image, i), sandbox_config=config
+    )
+    laps: dict[str, float] = {}
+    laps["create"], created = _timed(lambda: r.CreateContainer(request))
+    cid = created.container_id
+    laps["start"], _ = _timed(lambda: r.StartContainer(api.StartContainerRequest(container_id=cid)))
+    time.sleep(QUIET)
+    laps["exec"], out = _timed(
+        lambda: r.ExecSync(api.ExecSyncRequest(container_id=cid, cmd=["echo", "hi"], timeout=10))
+    )
     assert out.stdout == b"hi\n", out
-    return dict(zip(VERBS, (b - a for a, b in itertools.pairwise(timed)), strict=True))
+    stop = api.StopContainerRequest(container_id=cid, timeout=10)
+    laps["stop"], _ = _timed(lambda: r.StopContainer(stop))
+    laps["rm"], _ = _timed(lambda: r.RemoveContainer(api.RemoveContainerRequest(container_id=cid)))
+    return laps
 
 
 class RuncAlone:
@@ -238,6 +251,8 @@ class RuncAlone:
             created = time.perf_counter()
             subprocess.run([*self.runc, "start", cid], check=True)
             t1 = time.perf_counter()
+            time.sleep(QUIET)  # as for the daemons' ExecSync
+            t1_exec = time.perf_counter()
             out = subprocess.run(
                 [*self.runc, "exec", "--process", os.path.join(bundle, "process.json"), cid],
                 capture_output=True,
@@ -248,7 +263,7 @@ class RuncAlone:
         finally:
             subprocess.run([*self.runc, "delete", "--force", cid], capture_output=True)
             shutil.rmtree(bundle, ignore_errors=True)
-        return {"runc create": created - t0, "start": t1 - t0, "exec": t2 - t1}
+        return {"runc create": created - t0, "start": t1 - t0, "exec": t2 - t1_exec}
 
     def close(self) -> None:
         self.ours.runtime.RemoveContainer(api.RemoveContainerRequest(container_id=self.template_id))
@@ -278,6 +293,7 @@ def latencies(
         for i in range(WARMUP + RUNS):
             shift = i % len(contestants)
             for name, cycle in contestants[shift:] + contestants[:shift]:
+                time.sleep(QUIET)
                 laps = cycle(i)
                 if i >= WARMUP:
                     for verb, seconds in laps.items():
