@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from bench.harness import RuntimeUnderTest, Setup, Timing, containerd, criruntime, report
-from bench.sandbox import PAUSE_IMAGE, _pause_archive
+from bench.sandbox import PAUSE_IMAGE, import_pause_image
 from criruntime.api.runtime.v1 import api_pb2 as api
 from tests.container.daemon_env import busybox_image
 from tests.image import images
@@ -384,13 +384,7 @@ def run() -> str:
         )
         # Both daemons run side by side, so the latency cycles can take turns.
         with containerd(setup) as theirs, criruntime(setup) as ours:
-            archive = os.path.join(work, "pause.tar")
-            _pause_archive(archive)
-            subprocess.run(
-                ["ctr", "-a", theirs.socket, "-n", "k8s.io", "images", "import", archive],
-                check=True,
-                capture_output=True,
-            )
+            import_pause_image(theirs, work)
             for rt in (theirs, ours):
                 rt.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=image)))
             lat = latencies(theirs, ours, image, logs)

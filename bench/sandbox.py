@@ -55,6 +55,17 @@ def _pause_archive(path: str) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+def import_pause_image(rt: RuntimeUnderTest, workdir: str) -> None:
+    """containerd needs a pause image for its sandboxes: catatonit, imported with ctr."""
+    archive = os.path.join(workdir, "pause.tar")
+    _pause_archive(archive)
+    subprocess.run(
+        ["ctr", "-a", rt.socket, "-n", "k8s.io", "images", "import", archive],
+        check=True,
+        capture_output=True,
+    )
+
+
 def _conflist(conf_dir: str, name: str, subnet: str, ipam_dir: str, own: bool) -> None:
     prefix = "criruntime-" if own else ""
     conf = {
@@ -143,13 +154,7 @@ def run() -> str:
         try:
             _conflist(conf_dir, bridge, subnet, ipam, own=False)
             with containerd(setup) as theirs:
-                archive = os.path.join(base, "pause.tar")
-                _pause_archive(archive)
-                subprocess.run(
-                    ["ctr", "-a", theirs.socket, "-n", "k8s.io", "images", "import", archive],
-                    check=True,
-                    capture_output=True,
-                )
+                import_pause_image(theirs, base)
                 c_run, c_stop = _timings(theirs)
             with criruntime(setup) as ours:
                 r_run, r_stop = _timings(ours)
