@@ -219,3 +219,15 @@ def net_factory(tmp_path: Path, traffic: Traffic) -> Callable[[Node, HostCleanup
         return net
 
     return make
+
+
+@pytest.fixture
+def net(node: Node, net_factory: Callable[[Node, HostCleanup | None], Net]) -> Net:
+    """A network (bridge, subnets, IPAM dir) on the isolated `node`."""
+    return net_factory(node, None)
+
+
+@pytest.fixture
+def runner(node: Node, runner_for: Callable[[Node], Runner]) -> Runner:
+    """Runs plugins on the isolated `node`."""
+    return runner_for(node)

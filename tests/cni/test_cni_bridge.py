@@ -55,10 +55,9 @@ def test_add_check_del_dual_stack(
     node: Node,
     pod: Callable[[], Netns],
     runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    net: Net,
 ) -> None:
     runner = runner_for(node)
-    net = net_factory(node, None)
     p = pod()
     lo = Attachment(
         runner, {**LOOPBACK, "plugins": [LOOPBACK]}, "ctr1", p.path, "lo", in_process=in_process
@@ -134,9 +133,8 @@ def test_old_conflist_versions(
     node: Node,
     pod: Callable[[], Netns],
     runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    net: Net,
 ) -> None:
-    net = net_factory(node, None)
     att = Attachment(
         runner_for(node), net.conflist(net.bridge_conf(), version=version), "old1", pod().path
     )
@@ -195,11 +193,9 @@ def test_tcp_host_to_pod_and_pod_to_pod(
 def test_ip_masq_rules_follow_the_pod(
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
 ) -> None:
-    net = net_factory(node, None)
-    runner = runner_for(node)
     p = pod()
     att = Attachment(runner, net.conflist(net.bridge_conf(ipMasq=True)), "masq1", p.path)
     att.add()
@@ -225,11 +221,9 @@ def test_ip_masq_rules_follow_the_pod(
 def test_concurrent_adds_on_one_bridge(
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
 ) -> None:
-    net = net_factory(node, None)
-    runner = runner_for(node)
     conflist = net.conflist(net.bridge_conf(ipMasq=True))
     pods = [pod() for _ in range(8)]
     barrier = threading.Barrier(len(pods))
@@ -256,11 +250,9 @@ def test_concurrent_adds_on_one_bridge(
 def test_failed_add_rolls_back(
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
 ) -> None:
-    net = net_factory(node, None)
-    runner = runner_for(node)
     base = ipaddress.ip_network(net.v4)
     tiny = f"{base[0]}/30"  # one address for pods (.1 is the gateway)
     conf = net.bridge_conf(v6=False, ipMasq=True)
@@ -328,11 +320,9 @@ def test_options_mtu_hairpin_promisc_mac(
 def test_name_clashes(
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
 ) -> None:
-    net = net_factory(node, None)
-    runner = runner_for(node)
     node.run("ip", "link", "add", net.bridge, "type", "veth", "peer", "name", net.bridge + "p")
     with pytest.raises(cni.CNIError, match="already exists but is not a bridge"):
         Attachment(runner, net.conflist(net.bridge_conf()), "clash", pod().path).add()
@@ -367,12 +357,10 @@ def test_second_ipv4_subnet_on_bridge_is_refused(
 def test_not_a_netns_and_missing_ipam_plugin(
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
     tmp_path: Any,
 ) -> None:
-    net = net_factory(node, None)
-    runner = runner_for(node)
     # A pin file whose namespace was unmounted: ADD refuses, DEL is a no-op.
     stale = tmp_path / "stale-netns"
     stale.write_text("")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import cni
-from tests.cni.conftest import HostCleanup, Net
+from tests.cni.conftest import Net
 from tests.cni.helpers import (
     Attachment,
     Netns,
@@ -26,7 +26,6 @@ from tests.cni.helpers import (
     tcp_ask,
 )
 
-NetFactory = Callable[[Node, HostCleanup | None], Net]
 POD_PORT = 8080
 
 pytestmark = pytest.mark.usefixtures("reference_plugins")
@@ -69,13 +68,11 @@ def test_mixed_conflist(
     in_process: bool,
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
     servers: Callable[[Netns, str, int], TcpServer],
     traffic: Traffic,
 ) -> None:
-    net = net_factory(node, None)
-    runner = runner_for(node)
     conflist = net.conflist(net.bridge_conf(bridge, ipam, ipMasq=True), portmap(pm))
     p = pod()
     port = free_port()
@@ -118,12 +115,10 @@ def test_bridge_del_by_the_other_implementation(
     del_with: str,
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
 ) -> None:
     """A conflist switched between implementations still tears down cleanly."""
-    net = net_factory(node, None)
-    runner = runner_for(node)
     p = pod()
     added = Attachment(runner, net.conflist(net.bridge_conf(add_with, ipMasq=True)), "sw-1", p.path)
     added.add()
@@ -141,12 +136,10 @@ def test_bridge_del_by_the_other_implementation(
 def test_portmap_rules_identical_to_reference(
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
 ) -> None:
     """Same iptables rules byte for byte, and each removes/CHECKs the other's."""
-    net = net_factory(node, None)
-    runner = runner_for(node)
     p = pod()
     v4 = ipaddress.ip_network(net.v4)
     conf = net.bridge_conf(v6=False)
@@ -191,13 +184,11 @@ def test_portmap_rules_identical_to_reference(
 def test_clash_with_reference_portmap_holder(
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
     servers: Callable[[Netns, str, int], TcpServer],
     traffic: Traffic,
 ) -> None:
-    net = net_factory(node, None)
-    runner = runner_for(node)
     port = free_port()
     rt = {"portMappings": [{"hostPort": port, "containerPort": POD_PORT, "protocol": "tcp"}]}
     a, b = pod(), pod()

@@ -161,13 +161,11 @@ def test_port_clash_is_refused_and_first_keeps_working(
 def test_distinct_host_ips_do_not_clash(
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
     servers: Callable[[Netns, str, int], TcpServer],
     traffic: Traffic,
 ) -> None:
-    net = net_factory(node, None)
-    runner = runner_for(node)
     conflist = portmap_conflist(net, node)
     port = free_port()
     a, b = pod(), pod()
@@ -231,14 +229,12 @@ def test_other_host_and_other_pod_reach_host_port(
     node: Node,
     uplink: tuple[Netns, str, str],
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
     servers: Callable[[Netns, str, int], TcpServer],
     traffic: Traffic,
 ) -> None:
     ext, node_v4, node_v6 = uplink
-    net = net_factory(node, None)
-    runner = runner_for(node)
     # isDefaultGateway: replies to the other host leave the pod via the node.
     conflist = portmap_conflist(net, node, isDefaultGateway=True)
     a, b = pod(), pod()
@@ -267,11 +263,9 @@ def test_other_host_and_other_pod_reach_host_port(
 def test_del_without_runtime_config_and_without_prev_result(
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
 ) -> None:
-    net = net_factory(node, None)
-    runner = runner_for(node)
     p = pod()
     att = Attachment(
         runner,
@@ -297,8 +291,8 @@ def test_explicit_iptables_backends(
     backend: str,
     node: Node,
     pod: Callable[[], Netns],
-    runner_for: Callable[[Node], Runner],
-    net_factory: NetFactory,
+    runner: Runner,
+    net: Net,
     servers: Callable[[Netns, str, int], TcpServer],
     traffic: Traffic,
     monkeypatch: pytest.MonkeyPatch,
@@ -307,8 +301,6 @@ def test_explicit_iptables_backends(
     monkeypatch.setattr(
         _iptables, "BINARIES", {4: f"iptables-{backend}", 6: f"ip6tables-{backend}"}
     )
-    net = net_factory(node, None)
-    runner = runner_for(node)
     p = pod()
     port = free_port()
     att = Attachment(
