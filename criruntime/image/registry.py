@@ -183,6 +183,16 @@ def _dir_signature(directory: str) -> tuple[tuple[str, int], ...]:
         return ()
 
 
+def _network_error(e: BaseException) -> str:
+    """A failed request in words an operator can act on; aiohttp's own text for a refused
+    connection names the SSL context object instead of the reason."""
+    if isinstance(e, aiohttp.ClientConnectorError):
+        err = e.os_error
+        reason = os.strerror(err.errno) if err.errno and err.errno > 0 else err.strerror or str(err)
+        return f"cannot connect to {e.host}:{e.port}: {reason}"
+    return str(e) or ("timed out" if isinstance(e, TimeoutError) else type(e).__name__)
+
+
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = header.strip().partition(" ")
     params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
@@ -274,7 +284,7 @@ class Repository:
                         "blob %s from %s: %s (attempt %d)",
                         digest,
                         self._base(endpoint),
-                        e,
+                        _network_error(e),
                         attempt + 1,
                     )
                     if attempt < self.client.options.retries:
@@ -283,7 +293,8 @@ class Repository:
                 break
         if isinstance(last, CriError):
             raise last
-        raise Unavailable(f"blob {digest} of {self.ref.repository}: {last}")
+        reason = _network_error(last) if last is not None else "no endpoint"
+        raise Unavailable(f"blob {digest} of {self.ref.repository}: {reason}")
 
     # ---- requests with auth, redirects and retries -------------------------------------------
 
@@ -335,7 +346,7 @@ class Repository:
                     url = "http://" + url.removeprefix("https://")
                     continue
                 if attempt >= options.retries:
-                    raise Unavailable(f"{url}: {e or type(e).__name__}") from None
+                    raise Unavailable(f"{url}: {_network_error(e)}") from None
                 attempt += 1
                 await asyncio.sleep(options.backoff * 2 ** (attempt - 1))
                 continue
@@ -453,7 +464,7 @@ class Repository:
                     raise RegistryError(f"token server {realm}: HTTP {resp.status}")
                 data = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise Unavailable(f"token server {realm}: {e}") from None
+            raise Unavailable(f"token server {realm}: {_network_error(e)}") from None
         token = data.get("token") or data.get("access_token")
         if not isinstance(token, str) or not token:
             raise RegistryError(f"token server {realm} returned no token")
