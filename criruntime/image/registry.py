@@ -193,6 +193,18 @@ def _network_error(e: BaseException) -> str:
     return str(e) or ("timed out" if isinstance(e, TimeoutError) else type(e).__name__)
 
 
+def _certificate_alert(e: BaseException) -> bool:
+    """A TLS alert in which the server refuses our certificate (none sent, unknown CA...): TLS
+    1.3 servers send it after the handshake, so it surfaces as a plain OSError."""
+    text = str(e).upper()
+    return (
+        isinstance(e, OSError)
+        and "[SSL:" in text
+        and "_ALERT_" in text
+        and ("CERTIFICATE" in text or "UNKNOWN_CA" in text)
+    )
+
+
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = header.strip().partition(" ")
     params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
@@ -328,12 +340,18 @@ class Repository:
                     ssl=self._ssl_for(url),
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as e:
+                host_certs = os.path.join(options.certs_dir, urlsplit(url).netloc)
                 if isinstance(e, aiohttp.ClientConnectorCertificateError):
                     # Retrying cannot help; say which host and where its CA belongs.
                     raise Unavailable(
                         f"{url}: TLS certificate verification failed ({e.certificate_error}); "
-                        f"is the registry's CA in "
-                        f"{os.path.join(options.certs_dir, urlsplit(url).netloc)}/?"
+                        f"is the registry's CA in {host_certs}/?"
+                    ) from None
+                if _certificate_alert(e):
+                    # The registry wants a (different) client certificate; retrying cannot help.
+                    raise Unavailable(
+                        f"{url}: the registry rejected this client's TLS certificate ({e}); "
+                        f"are client.cert and client.key in {host_certs}/?"
                     ) from None
                 if (
                     isinstance(e, aiohttp.ClientConnectorSSLError)

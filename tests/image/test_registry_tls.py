@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -104,14 +105,16 @@ def test_client_certificate_from_certs_dir(
     tls_files: TlsFiles,
     certs_dir: str,
 ) -> None:
-    # retries=0: the registry's "bad certificate" alert is retried like any connection error
-    # (3.5 s of backoff) before the same error is returned; that is not what is tested here.
-    h = make_harness({"registry": {"certs_dir": certs_dir}}, retries=0)
+    # A single retry would sleep 30 s: the refusal must come back without one.
+    h = make_harness({"registry": {"certs_dir": certs_dir}}, retries=3, backoff=30.0)
     ref = f"{mtls_registry.host}/{IMAGE}"
     _install(certs_dir, mtls_registry.host, {"ca.crt": tls_files.ca_cert})
+    started = time.monotonic()
     with pytest.raises(Unavailable) as e:  # the registry refuses the handshake: "bad certificate"
         _pull(h, ref)
-    assert "certificate" in str(e.value).lower() and mtls_registry.host in str(e.value), e.value
+    assert "rejected this client's TLS certificate" in str(e.value), e.value
+    assert os.path.join(certs_dir, mtls_registry.host) in str(e.value)
+    assert time.monotonic() - started < 20
     assert _listed(h) == []
     _install(
         certs_dir,
