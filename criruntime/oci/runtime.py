@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from criruntime.child import Child, readable
-from criruntime.errors import CriError, DeadlineExceeded, FailedPrecondition, NotFound
+from criruntime.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unknown
 
 log = logging.getLogger("criruntime.oci")
 
@@ -48,8 +48,9 @@ _READ_CHUNK = 65536
 _CTL_REOPEN_LOGS = b"2 0 0\n"
 
 
-class OciError(CriError):
-    """The OCI runtime or conmon failed; the message carries their words."""
+class OciError(Unknown):
+    """The OCI runtime or conmon failed; the message carries their words. UNKNOWN, as containerd
+    answers: it is most often a config this host cannot run, not a bug of the daemon."""
 
 
 # `runc start` without the subprocess. `runc create` leaves `runc init` blocked opening
