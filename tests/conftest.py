@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
+from criruntime.api import MAX_MESSAGE
 from criruntime.api.runtime.v1 import api_pb2_grpc as api_grpc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,7 +95,12 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"daemon did not create its socket:\n{self.logs()}")
             time.sleep(0.02)
-        self.channel = grpc.insecure_channel(f"unix://{self.socket}")
+        # kubelet's CRI client takes messages up to 16 MiB both ways (gRPC's default is 4 MiB).
+        limits = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+        ]
+        self.channel = grpc.insecure_channel(f"unix://{self.socket}", options=limits)
         grpc.channel_ready_future(self.channel).result(timeout=START_TIMEOUT)
         return self
 

@@ -1,8 +1,9 @@
 """ExecSync: run a command in a running container and return its output and exit code.
 
 The process gets the container's user, env, cwd and capabilities (config.json's process with
-new args). Each stream is capped (16 MiB by default); a timeout SIGKILLs the process and is a
-DeadlineExceeded error, which kubelet reads as a probe timeout.
+new args). Each stream is capped (16 MiB by default) and both together are trimmed to fit one
+gRPC message; a timeout SIGKILLs the process and is a DeadlineExceeded error, which kubelet reads
+as a probe timeout.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from criruntime.api import MAX_MESSAGE
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container.model import ContainerState
 from criruntime.container.service import ContainerService
 from criruntime.errors import FailedPrecondition, InvalidArgument
 from criruntime.oci.runtime import BundlePaths
+
+# Room in a response for what is not output: field tags, length prefixes, the exit code.
+_OVERHEAD = 1024
 
 
 def read_process(bundle: str) -> dict[str, Any]:
@@ -41,6 +46,14 @@ async def exec_sync(svc: ContainerService, request: api.ExecSyncRequest) -> api.
         time_limit=float(request.timeout) if request.timeout > 0 else None,
         max_output=svc.exec_output_limit,
     )
-    return api.ExecSyncResponse(
-        stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code
-    )
+    stdout, stderr = fit_output(result.stdout, result.stderr, MAX_MESSAGE - _OVERHEAD)
+    return api.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=result.exit_code)
+
+
+def fit_output(stdout: bytes, stderr: bytes, budget: int) -> tuple[bytes, bytes]:
+    """Trims the two streams to `budget` bytes in all, so the response is one gRPC message kubelet
+    accepts; stderr keeps at most half of it unless stdout needs less."""
+    if len(stdout) + len(stderr) <= budget:
+        return stdout, stderr
+    stderr = stderr[: max(budget // 2, budget - len(stdout))]
+    return stdout[: budget - len(stderr)], stderr

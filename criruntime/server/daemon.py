@@ -15,6 +15,7 @@ import signal
 from grpc import aio
 
 from criruntime import RUNTIME_NAME, __version__
+from criruntime.api import MAX_MESSAGE
 from criruntime.api.runtime.v1 import api_pb2_grpc as api_grpc
 from criruntime.config import Config
 from criruntime.observability import metrics
@@ -26,8 +27,6 @@ from criruntime.server.services import Services
 
 log = logging.getLogger("criruntime.daemon")
 
-# Pod and container configs can be large (many env vars, mounts); match kubelet's 16 MiB.
-MAX_MESSAGE = 16 * 1024 * 1024
 STOP_GRACE_SECONDS = 5.0
 
 

@@ -153,6 +153,13 @@ def test_exec_sync(cl: Cluster, imgs: ImageSet) -> None:
     code, _ = code_of(lambda: cl.exec(cid))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
+    # 20 MB on each stream: each is under the 16 MiB cap alone, not together; the reply is
+    # trimmed to one gRPC message kubelet accepts instead of failing to be sent.
+    r = cl.exec(cid, "sh", "-c", "head -c 20000000 /dev/zero; head -c 20000000 /dev/zero >&2")
+    assert r.exit_code == 0
+    assert len(r.stdout) == len(r.stderr) and r.stdout.strip(b"\0") == b""
+    assert 16 * 1024 * 1024 - 4096 < len(r.stdout) + len(r.stderr) < 16 * 1024 * 1024
+
 
 def test_stop_exit_codes_and_remove(cl: Cluster, imgs: ImageSet) -> None:
     pod = cl.run_pod()

@@ -168,6 +168,14 @@ def test_exec_sync_output_cap(env: Env) -> None:
     assert len(result.stdout) == 1000 and result.stderr == b"done\n" and result.exit_code == 0
 
 
+def test_exec_output_fits_one_message() -> None:
+    fit = container_execsync.fit_output
+    assert fit(b"o" * 4, b"e" * 4, 10) == (b"o" * 4, b"e" * 4)  # fits: untouched
+    assert fit(b"o" * 20, b"e" * 20, 10) == (b"o" * 5, b"e" * 5)  # both big: half each
+    assert fit(b"o" * 2, b"e" * 20, 10) == (b"o" * 2, b"e" * 8)  # stderr takes what is left
+    assert fit(b"o" * 20, b"e" * 2, 10) == (b"o" * 8, b"e" * 2)
+
+
 def test_exec_requires_running(env: Env) -> None:
     cid = env.create(env.container_config(command=["sleep", "1000"]))
     with pytest.raises(FailedPrecondition):
