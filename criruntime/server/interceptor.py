@@ -1,4 +1,5 @@
-"""One interceptor for every RPC: request id, logging, metrics, and domain error → gRPC status.
+"""One interceptor for every RPC: request id, logging, metrics, NUL bytes refused, and domain
+error → gRPC status.
 
 Servicers raise typed errors from criruntime.errors; this is the only place they become status
 codes, so every RPC answers bad input the same way and an unexpected bug is INTERNAL, logged with
@@ -16,9 +17,10 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from criruntime.errors import CriError
+from criruntime.errors import CriError, InvalidArgument
 from criruntime.observability import logging as obs_logging
 from criruntime.observability import metrics
+from criruntime.server.nul import nul_field
 
 log = logging.getLogger("criruntime.rpc")
 
@@ -69,10 +71,17 @@ class _Call:
         obs_logging.request_id.reset(self.token)
 
 
+def _check_request(request: Any) -> None:
+    field = nul_field(request)
+    if field is not None:
+        raise InvalidArgument(f"{field} contains a NUL byte")
+
+
 def _wrap_unary(behavior: UnaryBehavior, full_method: str) -> UnaryBehavior:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(full_method)
         try:
+            _check_request(request)
             return await behavior(request, context)
         except aio.AbortError:
             raise
@@ -89,6 +98,7 @@ def _wrap_stream(behavior: StreamBehavior, full_method: str) -> StreamBehavior:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         call = _Call(full_method)
         try:
+            _check_request(request)
             async for item in behavior(request, context):
                 yield item
         except aio.AbortError:

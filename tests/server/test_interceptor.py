@@ -7,7 +7,9 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
+from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.errors import AlreadyExists, CriError, InvalidArgument, NotFound
 from criruntime.server.interceptor import _wrap_stream, _wrap_unary
 
@@ -25,13 +27,14 @@ class FakeContext:
         raise _Aborted
 
 
-def _call_unary(exc: BaseException) -> FakeContext:
+def _call_unary(exc: BaseException, request: Message | None = None) -> FakeContext:
     async def behavior(request: Any, context: Any) -> Any:
         raise exc
 
     context = FakeContext()
+    wrapped = _wrap_unary(behavior, "/runtime.v1.RuntimeService/Version")
     with pytest.raises(_Aborted):
-        asyncio.run(_wrap_unary(behavior, "/runtime.v1.RuntimeService/Version")(None, context))
+        asyncio.run(wrapped(request or api.VersionRequest(), context))
     return context
 
 
@@ -53,9 +56,30 @@ def test_stream_errors_are_mapped_too() -> None:
 
     async def drain(context: FakeContext) -> list[Any]:
         wrapped = _wrap_stream(behavior, "/runtime.v1.RuntimeService/StreamPodSandboxes")
-        return [item async for item in wrapped(None, context)]
+        return [item async for item in wrapped(api.StreamPodSandboxesRequest(), context)]
 
     context = FakeContext()
     with pytest.raises(_Aborted):
         asyncio.run(drain(context))
     assert context.aborted == (grpc.StatusCode.NOT_FOUND, "no such pod")
+
+
+def test_nul_bytes_are_refused_naming_the_field() -> None:
+    config = api.ContainerConfig(
+        metadata=api.ContainerMetadata(name="c"),
+        envs=[api.KeyValue(key="A", value="1"), api.KeyValue(key="B\0", value="2")],
+    )
+    request = api.CreateContainerRequest(pod_sandbox_id="p", config=config)
+    # The behavior never runs: the request is refused before it.
+    assert _call_unary(AssertionError("ran"), request).aborted == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "config.envs[1].key contains a NUL byte",
+    )
+    labels = api.ListContainersRequest(filter=api.ContainerFilter(label_selector={"a": "x\0"}))
+    code, details = _call_unary(AssertionError("ran"), labels).aborted or (None, "")
+    assert (code, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "filter.label_selector['a'] contains a NUL byte",
+    )
+    clean = api.ExecSyncRequest(container_id="c", cmd=["sh", "-c", "echo"])
+    assert _call_unary(NotFound("ran"), clean).aborted == (grpc.StatusCode.NOT_FOUND, "ran")
