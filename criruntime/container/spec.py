@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.cgroups.limits import check_resources
 from criruntime.container.providers import ImageConfig, PodInfo
 from criruntime.container.user import ResolvedUser
 from criruntime.errors import InvalidArgument
@@ -157,6 +158,7 @@ def resources_to_oci(
     resources: api.LinuxContainerResources, warnings: list[str] | None = None
 ) -> dict[str, Any]:
     """CRI LinuxContainerResources → OCI linux.resources (also used by `runc update`)."""
+    check_resources(resources, "linux.resources")
     out: dict[str, Any] = {}
     cpu: dict[str, Any] = {}
     if resources.cpu_shares:
@@ -262,6 +264,8 @@ class ContainerSpecBuilder:
             key, _, value = item.partition("=")
             merged[key] = value
         for kv in self.config.envs:
+            if not kv.key or "=" in kv.key:
+                raise InvalidArgument(f"environment variable name {kv.key!r} is not valid")
             merged[kv.key] = kv.value
         merged.setdefault("PATH", DEFAULT_PATH_ENV.partition("=")[2])
         hostname = self.i.pod.hostname or self.i.pod.config.hostname
@@ -278,7 +282,7 @@ class ContainerSpecBuilder:
             "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
             "args": self.args(),
             "env": self.env(),
-            "cwd": self.config.working_dir or self.i.image.working_dir or "/",
+            "cwd": self._cwd(),
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "noNewPrivileges": bool(self.security.no_new_privs),
         }
@@ -295,6 +299,12 @@ class ContainerSpecBuilder:
         if apparmor:
             process["apparmorProfile"] = apparmor
         return process
+
+    def _cwd(self) -> str:
+        cwd = self.config.working_dir or self.i.image.working_dir or "/"
+        if not cwd.startswith("/"):
+            raise InvalidArgument(f"working_dir must be an absolute path, got {cwd!r}")
+        return cwd
 
     def _apparmor(self) -> str:
         if self.security.privileged or not apparmor_enabled():
@@ -453,6 +463,15 @@ class ContainerSpecBuilder:
         if self.security.privileged:
             return _host_devices(), [{"allow": True, "access": "rwm"}]
         for device in self.config.devices:
+            access = device.permissions or "rwm"
+            if not set(access) <= set("rwm"):
+                raise InvalidArgument(
+                    f"device {device.host_path!r}: permissions {access!r} must be made of r, w, m"
+                )
+            if not device.container_path.startswith("/"):
+                raise InvalidArgument(
+                    f"device container_path must be an absolute path, got {device.container_path!r}"
+                )
             path = os.path.realpath(device.host_path)
             try:
                 st = os.stat(path)
@@ -464,14 +483,14 @@ class ContainerSpecBuilder:
                 for entry in _host_devices(path):
                     relative = os.path.relpath(entry["path"], path)
                     devices.append({**entry, "path": os.path.join(device.container_path, relative)})
-                    rules.append(_device_rule(entry, device.permissions or "rwm"))
+                    rules.append(_device_rule(entry, access))
                 continue
             single = _device_entry(path, st)
             if single is None:
                 raise InvalidArgument(f"{device.host_path!r} is not a device")
             single["path"] = device.container_path
             devices.append(single)
-            rules.append(_device_rule(single, device.permissions or "rwm"))
+            rules.append(_device_rule(single, access))
         return devices, rules
 
     def _seccomp(self) -> dict[str, Any] | None:

@@ -80,9 +80,18 @@ def _groups(root: str) -> list[tuple[str, int, list[str]]]:
     return out
 
 
+MAX_ID = 2**32 - 2  # ids are 32 bits, and (uid_t)-1 means "leave unchanged" to the kernel
+
+
+def _check_id(value: int, what: str) -> int:
+    if not 0 <= value <= MAX_ID:
+        raise InvalidArgument(f"{what} must be between 0 and {MAX_ID}, got {value}")
+    return value
+
+
 def _lookup_group(root: str, spec: str) -> int:
     if spec.isdigit():
-        return int(spec)
+        return _check_id(int(spec), "the group id")
     for name, gid, _ in _groups(root):
         if name == spec:
             return gid
@@ -103,9 +112,7 @@ def resolve_user(
     group_spec = ""
     entry: _PasswdEntry | None = None
     if has_uid:
-        uid = int(security.run_as_user.value)
-        if uid < 0:
-            raise InvalidArgument(f"run_as_user must not be negative, got {uid}")
+        uid = _check_id(int(security.run_as_user.value), "run_as_user")
         entry = next((e for e in passwd if e.uid == uid), None)
     else:
         user_spec = security.run_as_username
@@ -115,7 +122,7 @@ def resolve_user(
             uid = 0
             entry = next((e for e in passwd if e.uid == 0), None)
         elif user_spec.isdigit():
-            uid = int(user_spec)
+            uid = _check_id(int(user_spec), "the user id")
             entry = next((e for e in passwd if e.uid == uid), None)
         else:
             entry = next((e for e in passwd if e.name == user_spec), None)
@@ -123,7 +130,7 @@ def resolve_user(
                 raise InvalidArgument(f"user {user_spec!r} not found in the image's /etc/passwd")
             uid = entry.uid
     if has_gid:
-        gid = int(security.run_as_group.value)
+        gid = _check_id(int(security.run_as_group.value), "run_as_group")
     elif group_spec:
         gid = _lookup_group(rootfs, group_spec)
     else:
@@ -138,7 +145,7 @@ def resolve_user(
                 additional.append(group_gid)
     for extra in security.supplemental_groups:
         if extra not in additional:
-            additional.append(int(extra))
+            additional.append(_check_id(int(extra), "supplemental_groups"))
     return ResolvedUser(
         uid=uid,
         gid=gid,

@@ -21,6 +21,7 @@ import time
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.cgroups.cgroupfs import Resources, systemd_slice_to_path
+from criruntime.cgroups.limits import check_resources
 from criruntime.errors import AlreadyExists, InvalidArgument, Unknown
 from criruntime.network.cni_executor import PluginError, result_ips
 from criruntime.sandbox import dns, namespaces
@@ -106,8 +107,15 @@ def _validate(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
         ipc=ns.ipc != NamespaceMode.NODE,
         uts=ns.network != NamespaceMode.NODE,
     )
+    if config.log_directory and not config.log_directory.startswith("/"):
+        raise InvalidArgument(
+            f"log_directory must be an absolute path, got {config.log_directory!r}"
+        )
+    for where in ("resources", "overhead"):
+        if config.linux.HasField(where):
+            check_resources(getattr(config.linux, where), f"linux.{where}")
     parent = config.linux.cgroup_parent
-    if parent and (".." in parent.split("/") or "\0" in parent):
+    if parent and ".." in parent.split("/"):
         raise InvalidArgument(f"cgroup_parent {parent!r} is not a valid cgroup path")
     for pm in config.port_mappings:
         if not 0 <= pm.host_port <= 65535 or not 0 < pm.container_port <= 65535:

@@ -324,6 +324,19 @@ def test_bad_input_gives_clear_codes_and_leaks_nothing(cl: Cluster, imgs: ImageS
         assert code == grpc.StatusCode.INVALID_ARGUMENT and host_path in msg, msg
     code, msg = create(api.ContainerConfig(image=api.ImageSpec(image=ref)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    # What runc or the kernel would refuse at start is refused at create, naming the field.
+    linux = api.LinuxContainerConfig
+    for config, field in (
+        (container_config(ref, envs=[api.KeyValue(key="A\0B", value="x")], **SLEEP),
+         "config.envs[0].key contains a NUL byte"),
+        (container_config(ref, working_dir="rel", **SLEEP), "working_dir"),
+        (container_config(ref, linux=linux(resources=api.LinuxContainerResources(
+            cpuset_cpus="abc")), **SLEEP), "linux.resources.cpuset_cpus"),
+        (container_config(ref, linux=linux(security_context=api.LinuxContainerSecurityContext(
+            run_as_user=api.Int64Value(value=2**40))), **SLEEP), "run_as_user"),
+    ):  # fmt: skip
+        code, msg = create(config)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and field in msg, msg
     assert snapshot() == before
 
     # As on containerd, a missing binary is found by `runc create`, which runs at start: the

@@ -53,6 +53,23 @@ def test_command_and_args_against_image() -> None:
         build(api.ContainerConfig())
 
 
+@pytest.mark.parametrize(
+    ("config", "image", "message"),
+    [
+        (api.ContainerConfig(envs=[api.KeyValue(key="", value="x")]), None, "name ''"),
+        (api.ContainerConfig(envs=[api.KeyValue(key="A=B", value="x")]), None, "name 'A=B'"),
+        (api.ContainerConfig(working_dir="rel"), None, "working_dir must be an absolute"),
+        (api.ContainerConfig(), ImageConfig(working_dir="w"), "got 'w'"),
+    ],
+)
+def test_env_and_cwd_runc_would_refuse_are_invalid_at_create(
+    config: api.ContainerConfig, image: ImageConfig | None, message: str
+) -> None:
+    config.command.append("/x")
+    with pytest.raises(InvalidArgument, match=message):
+        build(config, image)
+
+
 def test_namespaces_cgroup_and_pod_files() -> None:
     spec = build(api.ContainerConfig(command=["x"]))
     ns = {n["type"]: n.get("path") for n in spec["linux"]["namespaces"]}
@@ -121,6 +138,26 @@ def test_mounts_propagation_and_errors(tmp_path: str) -> None:
     assert "rro" in next(m for m in spec["mounts"] if m["destination"] == "/r")["options"]
 
 
+def test_devices_and_their_cgroup_rules() -> None:
+    null = api.Device(container_path="/dev/mynull", host_path="/dev/null", permissions="rw")
+    spec = build(api.ContainerConfig(command=["x"], devices=[null]))
+    (device,) = spec["linux"]["devices"]
+    assert (device["path"], device["type"], device["major"], device["minor"]) == (
+        "/dev/mynull", "c", 1, 3,
+    )  # fmt: skip
+    rules = spec["linux"]["resources"]["devices"]
+    assert rules[0] == {"allow": False, "access": "rwm"}  # deny all, then allow what was asked
+    assert {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"} in rules
+    for bad, message in (
+        (api.Device(container_path="/dev/x", host_path="/dev/nope"), "No such file"),
+        (api.Device(container_path="/dev/x", host_path="/etc/hostname"), "is not a device"),
+        (api.Device(container_path="/dev/x", host_path="/dev/null", permissions="rx"), "r, w, m"),
+        (api.Device(container_path="dev/x", host_path="/dev/null"), "absolute"),
+    ):
+        with pytest.raises(InvalidArgument, match=message):
+            build(api.ContainerConfig(command=["x"], devices=[bad]))
+
+
 def test_resources_and_oom_clamp() -> None:
     resources = api.LinuxContainerResources(
         cpu_shares=256, cpu_quota=50000, cpu_period=100000, cpuset_cpus="0",
@@ -175,6 +212,19 @@ def test_resolve_user(tmp_path: str) -> None:
         resolve_user(root, sc(run_as_username="nobody-here"), "")
     with pytest.raises(InvalidArgument):
         resolve_user(root, sc(run_as_group=api.Int64Value(value=1)), "")
+    # Ids are 32 bits; 2**32 - 1 is (uid_t)-1, "unchanged" to the kernel.
+    for bad in (-1, 2**32 - 1, 2**62):
+        with pytest.raises(InvalidArgument, match="run_as_user must be between 0 and"):
+            resolve_user(root, sc(run_as_user=api.Int64Value(value=bad)), "")
+    assert resolve_user(root, sc(run_as_user=api.Int64Value(value=2**32 - 2)), "").uid == 2**32 - 2
+    with pytest.raises(InvalidArgument, match="run_as_group"):
+        resolve_user(
+            root, sc(run_as_user=api.Int64Value(value=1), run_as_group=api.Int64Value(value=-2)), ""
+        )
+    with pytest.raises(InvalidArgument, match="supplemental_groups"):
+        resolve_user(root, sc(supplemental_groups=[2**40]), "")
+    with pytest.raises(InvalidArgument, match="the user id"):
+        resolve_user(root, sc(), "99999999999")
 
 
 def test_all_capabilities_stay_inside_the_daemons_bounding_set(

@@ -254,7 +254,12 @@ def test_invalid_requests(daemon: Daemon) -> None:
         (api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="x", namespace="y")), ""),
         (pod_config(), "no-such-handler"),
         (pod_config(linux=api.LinuxPodSandboxConfig(cgroup_parent="/a/../../etc")), ""),
-    ):
+        (pod_config(log_directory="relative/logs"), ""),
+        (pod_config(linux=api.LinuxPodSandboxConfig(
+            resources=api.LinuxContainerResources(cpu_shares=-1))), ""),
+        (pod_config(linux=api.LinuxPodSandboxConfig(
+            overhead=api.LinuxContainerResources(unified={"../x": "1"}))), ""),
+    ):  # fmt: skip
         with pytest.raises(grpc.RpcError) as e:
             run_pod(daemon, config, handler)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
