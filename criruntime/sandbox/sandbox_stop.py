@@ -30,8 +30,10 @@ async def stop_pod_sandbox(svc: SandboxService, sandbox_id: str) -> None:
         # kubelet may retry a stop for a pod already removed; CRI says that is fine.
         return
     async with svc.locked(sandbox.id):
-        sandbox = svc.store.find(sandbox.id) or sandbox
-        await stop_locked(svc, sandbox)
+        current = svc.store.find(sandbox.id)
+        if current is None:
+            return  # removed while this call waited for the lock: stopped all the same
+        await stop_locked(svc, current)
 
 
 async def stop_locked(svc: SandboxService, sandbox: PodSandbox) -> PodSandbox:

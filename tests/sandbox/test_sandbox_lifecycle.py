@@ -152,6 +152,28 @@ def test_concurrent_identical_requests_make_one_pod(daemon: Daemon, podnet: PodN
     assert len(daemon.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items) == 1
 
 
+def test_racing_stops_and_removes_all_succeed(daemon: Daemon) -> None:
+    # A stop that waited for the pod's lock while a remove ran used to find the row gone and
+    # answer NOT_FOUND; Stop and Remove are idempotent, in any interleaving.
+    rt = daemon.runtime
+    for _ in range(6):
+        config = pod_config()
+        ns = config.linux.security_context.namespace_options
+        ns.network = ns.ipc = NODE
+        pod_id = run_pod(daemon, config)
+        stop = api.StopPodSandboxRequest(pod_sandbox_id=pod_id)
+        remove = api.RemovePodSandboxRequest(pod_sandbox_id=pod_id)
+        futures = [
+            rt.RemovePodSandbox.future(remove, timeout=30),
+            rt.StopPodSandbox.future(stop, timeout=30),
+            rt.StopPodSandbox.future(stop, timeout=30),
+            rt.RemovePodSandbox.future(remove, timeout=30),
+        ]
+        for future in futures:
+            future.result()  # raises on any error code
+    assert rt.ListPodSandbox(api.ListPodSandboxRequest()).items == []
+
+
 def test_host_network_pod_skips_cni_and_uses_host_files(daemon: Daemon) -> None:
     # No conflist at all: a host-network pod must not need one.
     config = pod_config(hostname="")
