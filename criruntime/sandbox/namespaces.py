@@ -49,6 +49,10 @@ _PY_INIT = (
 )
 
 
+# The one variable in a pod init's environment: the pod it belongs to.
+_OWNER_ENV = "CRIRUNTIME_SANDBOX"
+
+
 def init_command() -> list[str]:
     """catatonit in pause mode (podman's pod init, ~100 KB RSS), else a tiny Python reaper."""
     catatonit = shutil.which("catatonit")
@@ -129,9 +133,11 @@ def create(
     pid: bool,
     hostname: str,
     init_cgroup: Callable[[int], None] | None = None,
+    owner: str = "",
 ) -> PinnedNamespaces:
     """Creates and pins the requested namespaces under ns_dir (blocking; call from a thread
-    pool or the event loop's executor). On failure nothing is left pinned."""
+    pool or the event loop's executor). On failure nothing is left pinned. A PID namespace's
+    init carries `owner` (the pod's id) in its environment, so it can be found without its pid."""
     os.makedirs(ns_dir, mode=0o700, exist_ok=True)
     flags = (
         (linux.CLONE_NEWNET if net else 0)
@@ -161,6 +167,7 @@ def create(
                 # Children of this thread are born in the new PID namespace: the init is PID 1.
                 init = subprocess.Popen(
                     init_command(),
+                    env={_OWNER_ENV: owner},
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -211,6 +218,24 @@ def stop_init(pid: int, timeout: float = 2.0) -> None:
         if done:
             return
         time.sleep(0.002)
+
+
+def owned_inits(owner: str) -> list[int]:
+    """The pod inits started for `owner`, found by their environment: a daemon killed between
+    starting one and recording its pid has no other way to it."""
+    if not owner:
+        return []
+    marker = f"{_OWNER_ENV}={owner}\0".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    if f.read() == marker:
+                        found.append(int(name))
+            except OSError:
+                continue  # exited meanwhile, or a kernel thread
+    return found
 
 
 def is_pinned(path: str) -> bool:

@@ -3,8 +3,8 @@
 Pinned namespaces, /dev/shm mounts, the pod's init, cgroups and the CNI cache all live outside
 the daemon, so a READY pod stays READY. A pod whose netns pin is gone (the host rebooted and
 /run was emptied) or whose PID-namespace init died is marked NOTREADY, so kubelet recreates it.
-A RunPodSandbox that died half-way (row still `creating`) is undone, and bundle dirs with no
-row are removed.
+A RunPodSandbox that died half-way (row still `creating`) is undone, with whatever it had made
+but not yet recorded (pins, the PID namespace's init), and bundle dirs with no row are removed.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ async def recover(svc: SandboxService) -> None:
             if sandbox.creating:
                 log.warning("pod %s: creation was interrupted; cleaning it up", sandbox.id[:12])
                 try:
+                    # What the row may not record yet (pins, the init) is found on disk.
+                    await asyncio.to_thread(_remove_orphan_dir, svc.bundle_dir(sandbox.id))
                     await remove_locked(svc, sandbox)
                 except Exception:
                     log.exception(
@@ -64,6 +66,9 @@ async def recover(svc: SandboxService) -> None:
 
 
 def _remove_orphan_dir(path: str) -> None:
+    """Undoes a pod known only by its bundle dir (named by its id): its init, pins and shm."""
+    for pid in namespaces.owned_inits(os.path.basename(path)):
+        namespaces.stop_init(pid)
     ns_dir = os.path.join(path, "ns")
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(ns_dir):

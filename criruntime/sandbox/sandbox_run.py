@@ -218,6 +218,7 @@ async def _create(
             pid=ns_opts.pid == NamespaceMode.POD,
             hostname=hostname,
             init_cgroup=lambda pid: cg.add_process(sandbox.cgroup_parent, pid),
+            owner=sandbox_id,
         )
         undo.callback(_undo_namespaces, ns)
         sandbox = sandbox.replace(
