@@ -43,9 +43,9 @@ async def recover(svc: SandboxService) -> None:
             if sandbox.creating:
                 log.warning("pod %s: creation was interrupted; cleaning it up", sandbox.id[:12])
                 try:
-                    # What the row may not record yet (pins, the init) is found on disk.
-                    await asyncio.to_thread(_remove_orphan_dir, svc.bundle_dir(sandbox.id))
                     await remove_locked(svc, sandbox)
+                    # Then what the row had not recorded yet (pins, the init), found on disk.
+                    await asyncio.to_thread(_remove_orphan_dir, svc.bundle_dir(sandbox.id))
                 except Exception:
                     log.exception(
                         "pod %s: cleanup of an interrupted creation failed", sandbox.id[:12]
