@@ -129,6 +129,16 @@ class Cgroupfs:
 
     # ---- lifecycle --------------------------------------------------------------------------
 
+    def missing(self, path: str) -> str:
+        """The top-most part of `path` absent from some hierarchy: what `create` will make (and
+        return), known before it makes anything."""
+        rel = ""
+        for part in [p for p in path.split("/") if p]:
+            rel = f"{rel}/{part}"
+            if not all(os.path.isdir(os.path.join(h, rel.lstrip("/"))) for h in self.hierarchies):
+                return rel
+        return ""
+
     def create(self, path: str) -> str:
         """Makes the cgroup (and missing parents) in every hierarchy. Returns the top-most
         cgroup it made, which `remove(path, owned_from=...)` removes up to; "" if none."""

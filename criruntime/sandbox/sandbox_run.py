@@ -177,6 +177,11 @@ async def _create(
     private_ipc = ns_opts.ipc != NamespaceMode.NODE
     bundle = svc.bundle_dir(sandbox_id)
     hostname = dns.pod_hostname(config)
+    cg = svc.cgroupfs
+    cgroup = pod_cgroup_path(svc, sandbox_id, config)
+    # Which part of the pod cgroup is ours (kubelet makes its own) is recorded with the row,
+    # before anything is made: a daemon killed half-way through making it removes it on restart.
+    owned = await asyncio.to_thread(cg.missing, cgroup)
     sandbox = PodSandbox(
         id=sandbox_id,
         state=SandboxState.NOTREADY,
@@ -188,7 +193,8 @@ async def _create(
         hostname_path=os.path.join(bundle, "hostname"),
         hosts_path=os.path.join(bundle, "hosts"),
         resolv_conf_path=os.path.join(bundle, "resolv.conf"),
-        cgroup_parent=pod_cgroup_path(svc, sandbox_id, config),
+        cgroup_parent=cgroup,
+        cgroup_owned_from=owned,
         creating=True,
     )
     async with contextlib.AsyncExitStack() as undo:
@@ -198,12 +204,9 @@ async def _create(
         undo.callback(shutil.rmtree, bundle, True)
 
         # Pod cgroup: made (or adopted, when kubelet made it) and limited.
-        cg = svc.cgroupfs
-        owned = await asyncio.to_thread(cg.create, sandbox.cgroup_parent)
         if owned:
-            undo.push_async_callback(asyncio.to_thread, cg.remove, sandbox.cgroup_parent, owned)
-        sandbox = sandbox.replace(cgroup_owned_from=owned)
-        svc.store.update(sandbox)
+            undo.push_async_callback(asyncio.to_thread, cg.remove, cgroup, owned)
+        await asyncio.to_thread(cg.create, cgroup)
         resources = pod_resources(config.linux)
         if resources is not None:
             await asyncio.to_thread(cg.apply, sandbox.cgroup_parent, resources)

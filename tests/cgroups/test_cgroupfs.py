@@ -39,7 +39,9 @@ def v1_path() -> Iterator[str]:
 @needs_v1
 def test_v1_create_apply_remove(v1_path: str) -> None:
     top = "/" + v1_path.strip("/").split("/")[0]
+    assert HOST.missing(v1_path) == top  # known, to be recorded, before anything is made
     assert HOST.create(v1_path) == top
+    assert HOST.missing(v1_path) == ""
     assert HOST.create(v1_path) == ""  # exists: nothing new, nothing owned
     for d in HOST.dirs(v1_path):
         assert os.path.isdir(d)
@@ -108,6 +110,7 @@ def v2(tmp_path: Any) -> Cgroupfs:
 
 def test_v2_create_enables_controllers_and_applies(v2: Cgroupfs) -> None:
     path = "/kubepods/burstable/podabc"
+    assert v2.missing(path) == "/kubepods/burstable"
     assert v2.create(path) == "/kubepods/burstable"
     root = v2.root
     assert read(f"{root}/kubepods/cgroup.subtree_control") == "+cpu +memory +pids"
