@@ -11,6 +11,7 @@ import sys
 
 from criruntime import __version__, config
 from criruntime.observability import logging as obs_logging
+from criruntime.store.db import SchemaError
 
 log = logging.getLogger("criruntime")
 
@@ -91,13 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"criruntime: invalid config: {e}", file=sys.stderr)
         return 1
     if args.command == "images":
-        return _images(args, cfg)
+        try:
+            return _images(args, cfg)
+        except SchemaError as e:
+            print(f"criruntime: {e}", file=sys.stderr)
+            return 1
     obs_logging.setup(cfg.log_level, cfg.log_format)
     from criruntime.server import daemon  # after logging is set up; pulls in grpc
 
     try:
         asyncio.run(daemon.serve(cfg))
-    except (daemon.StartupError, daemon.LockHeld) as e:
+    except (daemon.StartupError, daemon.LockHeld, SchemaError) as e:
         log.error("cannot start: %s", e)
         return 1
     return 0

@@ -12,8 +12,28 @@ from criruntime.store.schema import MIGRATIONS
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class SchemaTooNew(Exception):
-    """The database was written by a newer criruntime; refusing beats corrupting it."""
+class SchemaError(Exception):
+    """The database is not one this criruntime can use as it is; refusing beats corrupting it."""
+
+
+class SchemaTooNew(SchemaError):
+    """The database was written by a newer criruntime."""
+
+
+def _columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
+
+
+def _expected_columns() -> dict[str, list[str]]:
+    """The tables and columns the migrations make, as a fresh in-memory database shows them."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for migration in MIGRATIONS:
+            conn.executescript(migration)
+        return _columns(conn)
+    finally:
+        conn.close()
 
 
 class Database:
@@ -32,6 +52,7 @@ class Database:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._migrate()
+        self._check_tables()
 
     @property
     def schema_version(self) -> int:
@@ -50,6 +71,18 @@ class Database:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
+
+    def _check_tables(self) -> None:
+        """A database at our version whose tables differ (a pre-release build wrote it, or a
+        hand edit) would fail writes one RPC at a time; it stops start-up instead."""
+        found = _columns(self._conn)
+        for table, columns in _expected_columns().items():
+            if found.get(table) != columns:
+                raise SchemaError(
+                    f"{self.path}: table {table} has columns {found.get(table)}, schema version "
+                    f"{SCHEMA_VERSION} has {columns}; this criruntime did not write it: move "
+                    f"the root dir aside"
+                )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

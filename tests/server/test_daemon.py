@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -96,6 +97,20 @@ def test_missing_explicit_config_file_is_an_error(make_daemon: Callable[..., Dae
     result = subprocess.run(d.command(), capture_output=True, text=True, timeout=30, cwd=REPO)
     assert result.returncode == 1
     assert f"{d.config_path}: no such file" in result.stderr
+
+
+def test_database_from_a_newer_criruntime_stops_startup(make_daemon: Callable[..., Daemon]) -> None:
+    d = make_daemon(start=False)
+    d.write_config()
+    os.makedirs(d.root)
+    db = os.path.join(d.root, "criruntime.db")
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    result = subprocess.run(d.command(), capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert result.returncode == 1, result.stderr  # a message, not a traceback
+    assert f"cannot start: {db}: schema version 999 is newer" in result.stderr
+    assert "Traceback" not in result.stderr and not os.path.exists(d.socket)
 
 
 def test_json_logs_carry_a_request_id_per_rpc(make_daemon: Callable[..., Daemon]) -> None:

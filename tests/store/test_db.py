@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from criruntime.store import db as db_module
-from criruntime.store.db import SCHEMA_VERSION, Database, SchemaTooNew
+from criruntime.store.db import SCHEMA_VERSION, Database, SchemaError, SchemaTooNew
 from criruntime.store.settings import SettingsStore
 
 
@@ -42,6 +42,18 @@ def test_database_from_a_newer_criruntime_is_refused(tmp_path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
     conn.close()
     with pytest.raises(SchemaTooNew, match="newer than this criruntime"):
+        Database(path)
+
+
+def test_database_whose_tables_differ_from_its_version_is_refused(tmp_path: Path) -> None:
+    # As a pre-release build left one on a dev machine: version 1, but containers lacks a
+    # column; it used to start and fail every CreateContainer with INTERNAL.
+    path = str(tmp_path / "c.db")
+    Database(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE containers DROP COLUMN runtime")
+    conn.close()
+    with pytest.raises(SchemaError, match=r"table containers has columns \[.*\], schema version"):
         Database(path)
 
 
