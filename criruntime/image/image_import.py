@@ -168,7 +168,7 @@ async def _commit(
     blobs: list[str],
     names: list[str],
 ) -> str:
-    config = json.loads(svc.content.read(image.config.digest))
+    config = manifest.load_config(svc.content.read(image.config.digest), manifest_digest)
     diff_ids = manifest.diff_ids(config, len(image.layers), manifest_digest)
     chains = chain_ids(diff_ids)
     async with asyncio.TaskGroup() as group:

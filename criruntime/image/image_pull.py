@@ -9,7 +9,6 @@ one transaction, so a crash at any point leaves no half image listed.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -84,9 +83,7 @@ async def _pull(svc: ImageService, ref: Reference, creds: Credentials) -> str:
             blobs.append(manifest_digest)
         image = manifest.parse_image_manifest(doc, what)
         await fetch_blob(svc, repo, image.config)
-        config = json.loads(svc.content.read(image.config.digest))
-        if not isinstance(config, dict):
-            raise InvalidArgument(f"{what}: image config is not a JSON object")
+        config = manifest.load_config(svc.content.read(image.config.digest), what)
         diff_ids = manifest.diff_ids(config, len(image.layers), what)
         chains = chain_ids(diff_ids)
         async with asyncio.TaskGroup() as group:

@@ -24,7 +24,10 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 # Schema 1 is asked for too, only so its refusal can say what it is instead of "not found".
 ACCEPT = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST, *DOCKER_SCHEMA1]
-MAX_MANIFEST_BYTES = 4 << 20
+MAX_MANIFEST_BYTES = 4 << 20  # containerd's limit too
+# Image configs are parsed in memory; real ones are KBs (history included), so this only stops a
+# registry that would make the daemon load a huge document.
+MAX_CONFIG_BYTES = 8 << 20
 
 LAYER_TYPES = frozenset(
     {
@@ -143,6 +146,10 @@ def choose_platform(index: dict[str, Any], what: str) -> Descriptor:
 
 def parse_image_manifest(doc: dict[str, Any], what: str) -> ImageManifest:
     config = Descriptor.parse(doc.get("config"), f"{what} config")
+    if config.size > MAX_CONFIG_BYTES:
+        raise InvalidArgument(
+            f"{what}: image config of {config.size} bytes is over the {MAX_CONFIG_BYTES} limit"
+        )
     layers = [Descriptor.parse(raw, f"{what} layer") for raw in doc.get("layers") or []]
     for layer in layers:
         if layer.media_type and layer.media_type not in LAYER_TYPES:
@@ -150,6 +157,16 @@ def parse_image_manifest(doc: dict[str, Any], what: str) -> ImageManifest:
                 f"{what}: layer {layer.digest} has unsupported media type {layer.media_type!r}"
             )
     return ImageManifest(config, layers, doc)
+
+
+def load_config(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        config = json.loads(body)
+    except ValueError as e:
+        raise InvalidArgument(f"{what}: image config is not JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise InvalidArgument(f"{what}: image config is not a JSON object")
+    return config
 
 
 def diff_ids(config: dict[str, Any], layers: int, what: str) -> list[str]:

@@ -28,6 +28,7 @@ import grpc
 from criruntime.config import Config
 from criruntime.errors import CriError, InvalidArgument, NotFound, Unavailable
 from criruntime.image.content_store import Ingest
+from criruntime.image.manifest import MAX_MANIFEST_BYTES
 from criruntime.image.reference import DEFAULT_DOMAIN, Reference
 
 log = logging.getLogger("criruntime.image.registry")
@@ -183,6 +184,19 @@ def _dir_signature(directory: str) -> tuple[tuple[str, int], ...]:
         return ()
 
 
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """A manifest's body, refused once it passes `limit`: a broken or hostile registry must not
+    make the daemon buffer an unbounded document."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise InvalidArgument(f"{what}: manifest larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise InvalidArgument(f"{what}: manifest larger than {limit} bytes")
+    return bytes(body)
+
+
 def _network_error(e: BaseException) -> str:
     """A failed request in words an operator can act on; aiohttp's own text for a refused
     connection names the SSL context object instead of the reason."""
@@ -252,7 +266,7 @@ class Repository:
                             raise NotFound(f"{self.ref}: not found ({'; '.join(errors)})")
                         continue
                     await self._raise_for_status(resp, endpoint)
-                    body = await resp.read()
+                    body = await _read_limited(resp, MAX_MANIFEST_BYTES, str(self.ref))
                     media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
                     self._preferred = endpoint
                     return Manifest(body, media_type, resp.headers.get("Docker-Content-Digest", ""))

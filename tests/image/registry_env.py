@@ -392,3 +392,45 @@ class RedirectingRegistry(_LoopbackFront):
                 if k.lower() not in ("transfer-encoding", "connection", "content-length")
             }
             return web.Response(status=up.status, headers=headers, body=await up.read())
+
+
+class HostileRegistry(_LoopbackFront):
+    """A registry of the test's own that serves what the test puts in `manifests` (tag ->
+    media type, body) and `blobs` (digest -> body); a body of None is an endless manifest sent
+    chunked, with no length, and `streamed` counts what was written of it before the client hung
+    up."""
+
+    def __init__(self) -> None:
+        self.manifests: dict[str, tuple[str, bytes | None]] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.blob_requests: list[str] = []
+        self.streamed = 0
+        super().__init__("")
+
+    def blob(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.blobs[digest] = data
+        return digest
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/v2/":
+            return web.json_response({})
+        kind, _, ref = request.path.rpartition("/")
+        if kind.endswith("/blobs"):
+            self.blob_requests.append(ref)
+            body = self.blobs.get(ref)
+            return web.Response(body=body) if body is not None else web.Response(status=404)
+        if not kind.endswith("/manifests") or ref not in self.manifests:
+            return web.Response(status=404)
+        media_type, manifest = self.manifests[ref]
+        if manifest is not None:
+            return web.Response(body=manifest, headers={"Content-Type": media_type})
+        resp = web.StreamResponse(headers={"Content-Type": media_type})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        chunk = b" " * (1 << 20)
+        with contextlib.suppress(ConnectionError):
+            while self.streamed < 1 << 30:
+                await resp.write(chunk)
+                self.streamed += len(chunk)
+        return resp

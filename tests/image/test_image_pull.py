@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.errors import InvalidArgument, NotFound, Unavailable
 from criruntime.image.layer_store import chain_ids
+from criruntime.image.manifest import OCI_CONFIG, OCI_MANIFEST
 from criruntime.image.registry import Repository, Unauthorized
 from criruntime.image.unpack import OPAQUE_XATTR
 from tests.image.conftest import MANY_LAYERS, Catalog, Harness
-from tests.image.registry_env import IDENTITY_TOKEN, PASSWORD, USER, Registry, TokenServer
+from tests.image.registry_env import (
+    IDENTITY_TOKEN,
+    PASSWORD,
+    USER,
+    HostileRegistry,
+    Registry,
+    TokenServer,
+)
 
 
 def pull(h: Harness, image: str, auth: api.AuthConfig | None = None) -> str:
@@ -212,6 +221,42 @@ def test_missing_image(harness: Harness, catalog: Catalog) -> None:
     with pytest.raises(NotFound):
         pull(h, f"{catalog.plain.host}/testimg/multi:nope")
     assert not status(h, "busybox").HasField("image")
+    assert listed(h) == []
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileRegistry]:
+    registry = HostileRegistry()
+    yield registry
+    registry.stop()
+
+
+def _oci_manifest(config: str, config_size: int) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+        "config": {"mediaType": OCI_CONFIG, "digest": config, "size": config_size},
+    }).encode()  # fmt: skip
+
+
+def test_hostile_registry_documents_are_refused_without_buffering_them(
+    harness: Harness, hostile: HostileRegistry
+) -> None:
+    h = harness
+    not_json = hostile.blob(b"{not json")
+    hostile.manifests["badconfig"] = (OCI_MANIFEST, _oci_manifest(not_json, 9))
+    with pytest.raises(InvalidArgument, match="image config is not JSON"):
+        pull(h, f"{hostile.host}/evil/x:badconfig")
+    # A config declared far too big is refused from the manifest, never downloaded.
+    hostile.manifests["bigconfig"] = (OCI_MANIFEST, _oci_manifest("sha256:" + "a" * 64, 1 << 30))
+    with pytest.raises(InvalidArgument, match="image config of 1073741824 bytes is over"):
+        pull(h, f"{hostile.host}/evil/x:bigconfig")
+    assert hostile.blob_requests == [not_json]
+    # An endless manifest is cut off past 4 MiB, not read to the end into memory (it was: a
+    # 300 MB one took the daemon to 360 MB RSS).
+    hostile.manifests["endless"] = (OCI_MANIFEST, None)
+    with pytest.raises(InvalidArgument, match="manifest larger than 4194304 bytes"):
+        pull(h, f"{hostile.host}/evil/x:endless")
+    assert hostile.streamed < 64 << 20
     assert listed(h) == []
 
 
