@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -33,8 +33,12 @@ def _call_unary(exc: BaseException, request: Message | None = None) -> FakeConte
 
     context = FakeContext()
     wrapped = _wrap_unary(behavior, "/runtime.v1.RuntimeService/Version")
+
+    async def call() -> Any:
+        return await wrapped(request or api.VersionRequest(), cast(Any, context))
+
     with pytest.raises(_Aborted):
-        asyncio.run(wrapped(request or api.VersionRequest(), context))
+        asyncio.run(call())
     return context
 
 
@@ -56,7 +60,8 @@ def test_stream_errors_are_mapped_too() -> None:
 
     async def drain(context: FakeContext) -> list[Any]:
         wrapped = _wrap_stream(behavior, "/runtime.v1.RuntimeService/StreamPodSandboxes")
-        return [item async for item in wrapped(api.StreamPodSandboxesRequest(), context)]
+        request = api.StreamPodSandboxesRequest()
+        return [item async for item in wrapped(request, cast(Any, context))]
 
     context = FakeContext()
     with pytest.raises(_Aborted):

@@ -9,6 +9,7 @@ import pytest
 
 from criruntime.store import db as db_module
 from criruntime.store.db import SCHEMA_VERSION, Database, SchemaError, SchemaTooNew
+from criruntime.store.schema import MIGRATIONS
 from criruntime.store.settings import SettingsStore
 
 
@@ -28,7 +29,7 @@ def test_migrations_run_forward_from_an_older_version(
     path = str(tmp_path / "c.db")
     Database(path).close()
     extra = "CREATE TABLE added_later (x INTEGER)"
-    monkeypatch.setattr(db_module, "MIGRATIONS", [*db_module.MIGRATIONS, extra])
+    monkeypatch.setattr(db_module, "MIGRATIONS", [*MIGRATIONS, extra])
     monkeypatch.setattr(db_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     db = Database(path)
     assert db.schema_version == SCHEMA_VERSION + 1
