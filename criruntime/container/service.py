@@ -159,6 +159,8 @@ class ContainerService:
         if container.state not in (ContainerState.RUNNING, ContainerState.CREATED):
             return container
         status = oci.read_exit_status(container.bundle_dir)
+        if status is None and container.state is ContainerState.RUNNING:
+            status = oci.lost_exit(container.bundle_dir, container.pid)
         if status is None:
             return container
         updated = exited(container, status)
@@ -202,7 +204,7 @@ class ContainerService:
             asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop: RemoveContainer (or recovery) reaps it instead
-        self._reap_task(container)
+        _ = self._reap_task(container)  # kept in self._reaping until done
 
     # ---- deleting a removed container's files -------------------------------------------------
 
@@ -287,7 +289,10 @@ def _delete_trees(paths: list[str]) -> None:
 
 
 def exited(container: Container, status: oci.ExitStatus) -> Container:
-    if status.oom_killed:
+    message = ""
+    if status.lost:
+        reason, message = "Unknown", "the container's monitor (conmon) died; its exit code is lost"
+    elif status.oom_killed:
         reason = "OOMKilled"
     elif status.code == 0:
         reason = "Completed"
@@ -299,6 +304,7 @@ def exited(container: Container, status: oci.ExitStatus) -> Container:
         finished_at=max(status.finished_at, container.started_at),
         started_at=container.started_at or status.finished_at,
         reason=reason,
+        message=message,
         pid=0,
     )
 

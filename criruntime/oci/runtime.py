@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal as signal_mod
 import time
@@ -117,6 +118,7 @@ class ExitStatus:
     code: int
     finished_at: int  # unix nanoseconds (mtime of the exit file)
     oom_killed: bool
+    lost: bool = False  # no one recorded it: conmon died before the init (see lost_exit)
 
 
 @dataclass(frozen=True)
@@ -182,13 +184,16 @@ async def _init_exit(pid: int, deadline: float | None) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether `pid` still runs. A zombie has exited: conmon double-forks, so its exit waits on
+    whatever init reaps orphans, and some never do."""
     try:
-        os.kill(pid, 0)
+        fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    return True
+    try:
+        return not select.select([fd], [], [], 0)[0]  # readable once the process exits
+    finally:
+        os.close(fd)
 
 
 def conmon_alive(bundle: str) -> bool:
@@ -198,6 +203,18 @@ def conmon_alive(bundle: str) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     return pid > 0 and _pid_alive(pid)
+
+
+def lost_exit(bundle: str, pid: int) -> ExitStatus | None:
+    """The status of an init that exited with no monitor left to record it: conmon was killed
+    (the OOM killer may pick it on hosts that deny it a negative oom_score_adj) and the init is
+    gone too. Exit code 255, as for a lost shim. None while either still runs, or the exit file
+    conmon wrote on its way out."""
+    if conmon_alive(bundle) or (pid > 0 and _pid_alive(pid)):
+        return None
+    return read_exit_status(bundle) or ExitStatus(
+        code=255, finished_at=time.time_ns(), oom_killed=False, lost=True
+    )
 
 
 class OciRuntime:
@@ -357,9 +374,10 @@ class OciRuntime:
         )
 
     async def wait_exit(self, bundle: str, within: float | None, pid: int = 0) -> ExitStatus | None:
-        """Waits for conmon's exit file; None when `within` seconds pass first or conmon is gone
-        without writing one. Given the init's host `pid`, it sleeps on a pidfd until the init
-        exits instead of polling, and polls only for the moment conmon takes to record it."""
+        """Waits for conmon's exit file; None when `within` seconds pass first, a lost status when
+        conmon is gone without writing one (lost_exit). Given the init's host `pid`, it sleeps on
+        a pidfd until the init exits instead of polling, and polls only for the moment conmon
+        takes to record it."""
         deadline = None if within is None else time.monotonic() + within
         if pid > 0 and read_exit_status(bundle) is None:
             await _init_exit(pid, deadline)
@@ -369,8 +387,11 @@ class OciRuntime:
             if status is not None:
                 return status
             if not conmon_alive(bundle):
-                # conmon writes the exit file before it exits: check once more, then give up.
-                return read_exit_status(bundle)
+                # No one will record the exit now: an init that outlived conmon is waited for
+                # itself; then conmon's file if it wrote one on its way out, else a lost status.
+                if pid > 0:
+                    await _init_exit(pid, deadline)
+                return lost_exit(bundle, pid)
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(delay)

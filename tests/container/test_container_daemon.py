@@ -509,6 +509,39 @@ def test_oom_kill_reports_oomkilled(cl: Cluster, imgs: ImageSet) -> None:
     assert (st.exit_code, st.reason) == (137, "OOMKilled")
 
 
+def test_dead_monitor_never_wedges_a_container(cl: Cluster, imgs: ImageSet) -> None:
+    """conmon killed (the OOM killer may pick it: this host denies it a negative oom_score_adj).
+    The container runs on; once its process is gone too it is EXITED with the lost exit code
+    (255, Unknown) instead of RUNNING forever, and Stop and Remove still work."""
+    pod = cl.run_pod()
+    d = cl.daemon
+
+    def kill_monitor(cid: str) -> int:
+        with open(os.path.join(d.state, "containers", cid, "conmon.pid")) as f:
+            conmon = int(f.read())
+        os.kill(conmon, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(conmon), what="conmon gone")
+        return int(cl.info(cid)["pid"])
+
+    dies = cl.run(pod, container_config(imgs.busybox_ref, name="dies", **SLEEP))
+    init = kill_monitor(dies)
+    assert cl.status(dies).status.state == RUNNING and pid_alive(init)
+    os.kill(init, signal.SIGKILL)
+    st = cl.wait_state(dies, EXITED)
+    assert (st.exit_code, st.reason) == (255, "Unknown") and "conmon" in st.message, st
+    assert st.finished_at >= st.started_at > 0
+
+    stopped = cl.run(pod, container_config(imgs.busybox_ref, name="stopped", **SLEEP))
+    init = kill_monitor(stopped)
+    cl.stop(stopped, timeout=1)  # used to fail at once: "did not exit after SIGKILL"
+    st = cl.status(stopped).status
+    assert (st.state, st.exit_code, st.reason) == (EXITED, 255, "Unknown")
+    assert not pid_alive(init)
+    for cid in (dies, stopped):
+        cl.remove(cid)
+    assert cl.list() == set()
+
+
 SLOW_RUNC = """#!/bin/sh
 for a in "$@"; do
   if [ "$a" = create ] && [ -e {dir}/slow ]; then touch {dir}/creating; sleep 1; fi
