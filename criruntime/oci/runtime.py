@@ -210,7 +210,7 @@ def lost_exit(bundle: str, pid: int) -> ExitStatus | None:
     (the OOM killer may pick it on hosts that deny it a negative oom_score_adj) and the init is
     gone too. Exit code 255, as for a lost shim. None while either still runs, or the exit file
     conmon wrote on its way out."""
-    if conmon_alive(bundle) or (pid > 0 and _pid_alive(pid)):
+    if (pid > 0 and _pid_alive(pid)) or conmon_alive(bundle):  # the init first: no file to read
         return None
     return read_exit_status(bundle) or ExitStatus(
         code=255, finished_at=time.time_ns(), oom_killed=False, lost=True
