@@ -284,6 +284,20 @@ def test_reopen_log_after_rename(cl: Cluster, imgs: ImageSet) -> None:
     old = [int(t.split()[1]) for _, _, t in read_log(path + ".1")]
     new = [int(t.split()[1]) for _, _, t in read_log(path)]
     assert old == list(range(1, len(old) + 1)) and new[0] == old[-1] + 1
+    # The log directory gone: refused, and the container keeps running (conmon used to exit on
+    # the failed open, and the container died of SIGPIPE).
+    log_dir = os.path.dirname(path)
+    shutil.move(log_dir, log_dir + ".gone")
+    code, message = code_of(
+        lambda: cl.rt.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=cid))
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and log_dir in message, message
+    time.sleep(0.2)
+    assert cl.status(cid).status.state == RUNNING
+    shutil.move(log_dir + ".gone", log_dir)
+    os.rename(path, path + ".2")
+    cl.rt.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=cid))
+    wait_for(lambda: len(read_log(path)) >= 2, what="lines in the log after the refusal")
     cl.stop(cid)
     code, _ = code_of(
         lambda: cl.rt.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=cid))
