@@ -55,8 +55,14 @@ async def _start(svc: ContainerService, container_id: str) -> None:
             await discard_attempt(runtime, container.id, bundle)
         started_at = time.time_ns()  # taken first: a fast process may exit before start returns
         try:
+            config = container.config
             pid = await runtime.create(
-                container.id, bundle, container.log_path or os.path.join(bundle, "container.log")
+                container.id,
+                bundle,
+                container.log_path or os.path.join(bundle, "container.log"),
+                terminal=config.tty,
+                stdin=config.stdin,
+                stdin_once=config.stdin_once,
             )
             await runtime.start(container.id, pid)
         except Exception as e:

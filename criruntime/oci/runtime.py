@@ -277,8 +277,20 @@ class OciRuntime:
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
-    async def create(self, container_id: str, bundle: str, log_path: str) -> int:
-        """Starts conmon, which runs `<runtime> create`; returns the init pid once created."""
+    async def create(
+        self,
+        container_id: str,
+        bundle: str,
+        log_path: str,
+        *,
+        terminal: bool = False,
+        stdin: bool = False,
+        stdin_once: bool = False,
+    ) -> int:
+        """Starts conmon, which runs `<runtime> create`; returns the init pid once created.
+        With `terminal` conmon gives the runtime a console socket and logs what the container
+        writes to its pty; with `stdin` the container's stdin is a pipe conmon holds open
+        (until the first attached client leaves, with `stdin_once`), as CRI-O runs it."""
         paths = BundlePaths(bundle)
         os.makedirs(paths.persist, exist_ok=True)
         os.makedirs(self.root, mode=0o700, exist_ok=True)
@@ -300,6 +312,9 @@ class OciRuntime:
             "--socket-dir-path", bundle,
             "--full-attach",
             "--log-level", "error",
+            *(["--terminal"] if terminal else []),
+            *(["--stdin"] if stdin else []),
+            *(["--leave-stdin-open"] if stdin and not stdin_once else []),
         ]  # fmt: skip
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:

@@ -270,6 +270,25 @@ def test_update_resources_reach_the_cgroup(cl: Cluster, imgs: ImageSet) -> None:
     assert code == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def test_tty_and_stdin(cl: Cluster, imgs: ImageSet) -> None:
+    """tty: the process gets a pty (runc needs conmon's console socket for it; this used to
+    fail at start) and its output is logged. stdin: a pipe conmon holds open, so a process
+    reading it waits, as under CRI-O and containerd; without stdin it reads EOF at once."""
+    pod = cl.run_pod()
+    tty = cl.run(pod, container_config(imgs.busybox_ref, name="tty", tty=True, stdin=True,
+                                       **sh("tty; exec sleep 1000")))  # fmt: skip
+    wait_for(lambda: read_log(cl.log_file(pod, "tty")) != [], what="tty output")
+    assert read_log(cl.log_file(pod, "tty"))[0] == ("stdout", "F", "/dev/pts/0")
+    assert cl.exec(tty, "echo", "hi").stdout == b"hi\n"
+    held = cl.run(pod, container_config(imgs.busybox_ref, name="held", stdin=True,
+                                        **sh("cat; echo eof")))  # fmt: skip
+    closed = cl.run(pod, container_config(imgs.busybox_ref, name="closed", **sh("cat; echo eof")))
+    st = cl.wait_state(closed, EXITED)
+    assert st.exit_code == 0 and read_log(cl.log_file(pod, "closed")) == [("stdout", "F", "eof")]
+    assert cl.status(held).status.state == RUNNING and read_log(cl.log_file(pod, "held")) == []
+    assert cl.status(tty).status.state == RUNNING
+
+
 def test_reopen_log_after_rename(cl: Cluster, imgs: ImageSet) -> None:
     pod = cl.run_pod()
     cid = cl.run(pod, container_config(
