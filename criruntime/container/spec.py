@@ -364,6 +364,16 @@ class ContainerSpecBuilder:
             raise InvalidArgument(
                 f"mount container_path must be an absolute path, got {mount.container_path!r}"
             )
+        # Refused rather than ignored: the container would run without what was asked for.
+        if mount.HasField("image"):
+            raise InvalidArgument(
+                f"mount {mount.container_path}: image volumes are not supported by criruntime"
+            )
+        if mount.uidMappings or mount.gidMappings:
+            raise InvalidArgument(
+                f"mount {mount.container_path}: idmapped mounts need user namespaces, which "
+                "criruntime does not support"
+            )
         if not mount.host_path or not os.path.isabs(mount.host_path):
             raise InvalidArgument(
                 f"mount host_path must be an absolute path, got {mount.host_path!r}"
@@ -434,6 +444,9 @@ class ContainerSpecBuilder:
     def _namespaces(self) -> list[dict[str, str]]:
         pod = self.i.pod
         options = self.security.namespace_options
+        userns = options.userns_options
+        if options.HasField("userns_options") and userns.mode != api.NamespaceMode.NODE:
+            raise InvalidArgument("user namespaces are not supported by this runtime")
         namespaces: list[dict[str, str]] = [{"type": "mount"}]
         if pod.netns_path is not None and options.network != api.NamespaceMode.NODE:
             namespaces.append({"type": "network", "path": pod.netns_path})
@@ -458,6 +471,11 @@ class ContainerSpecBuilder:
         return namespaces
 
     def _devices(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if self.config.CDI_devices:
+            raise InvalidArgument(
+                f"CDI device {self.config.CDI_devices[0].name!r} requested, but criruntime "
+                "does not support CDI"
+            )
         rules: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
         devices: list[dict[str, Any]] = []
         if self.security.privileged:

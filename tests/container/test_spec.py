@@ -138,6 +138,39 @@ def test_mounts_propagation_and_errors(tmp_path: str) -> None:
     assert "rro" in next(m for m in spec["mounts"] if m["destination"] == "/r")["options"]
 
 
+USERNS = api.NamespaceOption(userns_options=api.UserNamespace(mode=api.NamespaceMode.POD))
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (api.ContainerConfig(mounts=[api.Mount(container_path="/iv", image=api.ImageSpec(
+            image="busybox"))]), "image volumes are not supported"),
+        (api.ContainerConfig(mounts=[api.Mount(container_path="/i", host_path="/tmp",
+            uidMappings=[api.IDMapping(host_id=1000, length=1)])]), "idmapped mounts"),
+        (api.ContainerConfig(CDI_devices=[api.CDIDevice(name="vendor.com/gpu=0")]),
+         "does not support CDI"),
+        (api.ContainerConfig(linux=api.LinuxContainerConfig(
+            security_context=api.LinuxContainerSecurityContext(namespace_options=USERNS))),
+         "user namespaces are not supported"),
+    ],
+)  # fmt: skip
+def test_unsupported_features_are_refused_not_ignored(
+    config: api.ContainerConfig, message: str
+) -> None:
+    # Ignored, the container would run without the device, volume or isolation asked for.
+    config.command.append("/x")
+    with pytest.raises(InvalidArgument, match=message):
+        build(config)
+
+
+def test_host_user_namespace_is_fine() -> None:
+    host = api.NamespaceOption(userns_options=api.UserNamespace(mode=api.NamespaceMode.NODE))
+    security = api.LinuxContainerSecurityContext(namespace_options=host)
+    build(api.ContainerConfig(command=["/x"], linux=api.LinuxContainerConfig(
+        security_context=security)))  # fmt: skip
+
+
 def test_devices_and_their_cgroup_rules() -> None:
     null = api.Device(container_path="/dev/mynull", host_path="/dev/null", permissions="rw")
     spec = build(api.ContainerConfig(command=["x"], devices=[null]))
