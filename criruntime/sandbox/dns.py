@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 
@@ -33,9 +34,29 @@ def pod_hostname(config: api.PodSandboxConfig) -> str:
     """The pod's hostname: the config's, else the node's, as containerd and CRI-O do (kubelet
     always sends one; critest does not, and its pod names exceed the 63 chars sethostname takes)."""
     name = config.hostname or socket.gethostname()
-    if len(name) > 63 or "/" in name or "\0" in name:
-        raise InvalidArgument(f"hostname {name!r} is not valid (at most 63 characters)")
+    if len(name) > 63 or "/" in name or not _one_word(name):
+        raise InvalidArgument(f"hostname {name!r} is not valid (one word of at most 63 characters)")
     return name
+
+
+def _one_word(text: str) -> bool:
+    """Whitespace (a newline above all) would add lines or fields to hosts or resolv.conf."""
+    return bool(text) and text.split() == [text]
+
+
+def validate_dns(dns: api.DNSConfig) -> None:
+    """What resolv.conf can hold: nameservers are IP addresses, searches and options words."""
+    for i, server in enumerate(dns.servers):
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise InvalidArgument(
+                f"dns_config.servers[{i}] {server!r} is not an IP address"
+            ) from None
+    for field, values in (("searches", dns.searches), ("options", dns.options)):
+        for i, value in enumerate(values):
+            if not _one_word(value):
+                raise InvalidArgument(f"dns_config.{field}[{i}] {value!r} must be one word")
 
 
 def write_hostname(path: str, hostname: str) -> None:

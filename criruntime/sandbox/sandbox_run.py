@@ -123,6 +123,7 @@ def _validate(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
                 f"port mapping {pm.host_port}:{pm.container_port} is out of range"
             )
     dns.pod_hostname(config)
+    dns.validate_dns(config.dns_config)
     return handler
 
 

@@ -272,19 +272,27 @@ def test_list_filters(daemon: Daemon, podnet: PodNet) -> None:
 
 
 def test_invalid_requests(daemon: Daemon) -> None:
-    for config, handler in (
-        (api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="x", namespace="y")), ""),
-        (pod_config(), "no-such-handler"),
-        (pod_config(linux=api.LinuxPodSandboxConfig(cgroup_parent="/a/../../etc")), ""),
-        (pod_config(log_directory="relative/logs"), ""),
-        (pod_config(linux=api.LinuxPodSandboxConfig(
-            resources=api.LinuxContainerResources(cpu_shares=-1))), ""),
-        (pod_config(linux=api.LinuxPodSandboxConfig(
-            overhead=api.LinuxContainerResources(unified={"../x": "1"}))), ""),
+    LPSC, R = api.LinuxPodSandboxConfig, api.LinuxContainerResources
+    for config, handler, names in (
+        (api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="x", namespace="y")), "",
+         "metadata.uid"),
+        (pod_config(), "no-such-handler", "no-such-handler"),
+        (pod_config(linux=LPSC(cgroup_parent="/a/../../etc")), "", "cgroup_parent"),
+        (pod_config(log_directory="relative/logs"), "", "log_directory"),
+        # Each would add a line to the pod's /etc/hosts or resolv.conf.
+        (pod_config(hostname="h\n10.0.0.9 evil"), "", "hostname"),
+        (pod_config(dns_config=api.DNSConfig(servers=["10.0.0.10\nnameserver 10.0.0.9"])), "",
+         "dns_config.servers[0]"),
+        (pod_config(dns_config=api.DNSConfig(searches=["a.local\nnameserver 10.0.0.9"])), "",
+         "dns_config.searches[0]"),
+        (pod_config(dns_config=api.DNSConfig(options=["ndots:5 x"])), "", "dns_config.options[0]"),
+        (pod_config(linux=LPSC(resources=R(cpu_shares=-1))), "", "linux.resources.cpu_shares"),
+        (pod_config(linux=LPSC(overhead=R(unified={"../x": "1"}))), "", "linux.overhead.unified"),
     ):  # fmt: skip
         with pytest.raises(grpc.RpcError) as e:
             run_pod(daemon, config, handler)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert names in (e.value.details() or ""), e.value.details()
     with pytest.raises(grpc.RpcError) as e:
         stop_pod(daemon, "")
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
