@@ -97,12 +97,7 @@ def load(body: bytes, media_type: str, what: str) -> tuple[str, dict[str, Any]]:
     """Parses a manifest or index; returns (media type, document). Schema 1 is refused."""
     if len(body) > MAX_MANIFEST_BYTES:
         raise InvalidArgument(f"{what}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        doc = json.loads(body)
-    except ValueError as e:
-        raise InvalidArgument(f"{what}: manifest is not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise InvalidArgument(f"{what}: manifest is not a JSON object")
+    doc = _json_object(body, f"{what}: manifest")
     kind = str(doc.get("mediaType") or media_type or "")
     if kind in DOCKER_SCHEMA1 or doc.get("schemaVersion") == 1:
         raise FailedPrecondition(
@@ -160,13 +155,17 @@ def parse_image_manifest(doc: dict[str, Any], what: str) -> ImageManifest:
 
 
 def load_config(body: bytes, what: str) -> dict[str, Any]:
+    return _json_object(body, f"{what}: image config")
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
-        config = json.loads(body)
+        doc = json.loads(body)
     except ValueError as e:
-        raise InvalidArgument(f"{what}: image config is not JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise InvalidArgument(f"{what}: image config is not a JSON object")
-    return config
+        raise InvalidArgument(f"{what} is not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument(f"{what} is not a JSON object")
+    return doc
 
 
 def diff_ids(config: dict[str, Any], layers: int, what: str) -> list[str]:
