@@ -106,7 +106,11 @@ async def _recover_one(svc: ContainerService, container: Container) -> None:
                     exit_code=255,
                     finished_at=time.time_ns(),
                     reason="Unknown",
-                    message="container monitor lost while the daemon was down",
+                    message=(
+                        "its bundle is gone (the node rebooted?), so it cannot run"
+                        if _bundle_lost(container.bundle_dir)
+                        else "container monitor lost while the daemon was down"
+                    ),
                     pid=0,
                 )
             )

@@ -291,7 +291,11 @@ def _delete_trees(paths: list[str]) -> None:
 def exited(container: Container, status: oci.ExitStatus) -> Container:
     message = ""
     if status.lost:
-        reason, message = "Unknown", "the container's monitor (conmon) died; its exit code is lost"
+        reason = "Unknown"
+        message = (
+            "its monitor (conmon) is gone without recording the exit code (killed, or the "
+            "node rebooted)"
+        )
     elif status.oom_killed:
         reason = "OOMKilled"
     elif status.code == 0:

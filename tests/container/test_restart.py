@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import time
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.container import container_list, container_remove, container_start
+from criruntime.container import container_list, container_remove, container_start, rootfs
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.service import TRASH, ContainerService
 from tests.container.conftest import Env, run
@@ -52,6 +54,33 @@ def test_exit_while_down_running_kept_and_half_created_cleaned(env: Env) -> None
     # The half-created container's name is free again.
     env.create(env.container_config("half", command=["true"]))
     assert service.get(created).state is ContainerState.CREATED
+
+
+def test_node_reboot_leaves_everything_exited_and_removable(env: Env) -> None:
+    """What a reboot leaves: the db (under /var/lib) but no processes, mounts or state dir
+    (/run). Containers are EXITED 255 / Unknown saying why, and go away cleanly."""
+    running = env.run_container(env.container_config("run", command=["sleep", "1000"]))
+    created = env.create(env.container_config("created", command=["true"]))
+    bundle = env.service.bundle_dir(running)
+    with open(os.path.join(bundle, "conmon.pid")) as f:
+        conmon = int(f.read())
+    init = env.service.get(running).pid
+    for pid in (conmon, init):
+        os.kill(pid, signal.SIGKILL)
+    for cid in (running, created):
+        rootfs.unmount(os.path.join(env.service.bundle_dir(cid), "rootfs"))
+    shutil.rmtree(env.service.bundles_dir)
+    os.makedirs(env.service.bundles_dir)
+    service = restarted(env)
+    run(service.ensure_recovered())
+    for cid, why in ((running, "conmon"), (created, "bundle is gone")):
+        c = service.get(cid)
+        assert (c.state, c.exit_code, c.reason) == (ContainerState.EXITED, 255, "Unknown"), c
+        assert why in c.message and "rebooted" in c.message, c.message
+    for cid in (running, created):
+        run(container_remove.remove_container(
+            service, api.RemoveContainerRequest(container_id=cid)))  # fmt: skip
+    assert service.store.list() == []
 
 
 def test_created_never_started_survives_restart_and_starts(env: Env) -> None:
