@@ -41,11 +41,15 @@ async def list_containers(
     svc: ContainerService, request: api.ListContainersRequest
 ) -> api.ListContainersResponse:
     await svc.ensure_recovered()
+    f = request.filter
+    candidates = svc.store.list(
+        id_prefix=f.id, pod_prefix=f.pod_sandbox_id, labels=f.label_selector
+    )
     found = [
         svc.refresh(c)
-        for c in svc.store.list()
+        for c in candidates
         if c.state is not ContainerState.CREATING  # half-made: not a container yet
     ]
     return api.ListContainersResponse(
-        containers=[to_api_container(c) for c in found if matches(c, request.filter)]
+        containers=[to_api_container(c) for c in found if matches(c, f)]
     )

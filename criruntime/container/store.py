@@ -9,11 +9,17 @@ from __future__ import annotations
 import builtins
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container.model import Container, ContainerState
 from criruntime.errors import AlreadyExists, InvalidArgument, NotFound
 from criruntime.store.db import Database
+from criruntime.store.filters import Where, with_labels
+
+
+def _labels(config: bytes) -> Mapping[str, str]:
+    return api.ContainerConfig.FromString(config).labels
 
 
 def _from_row(row: sqlite3.Row) -> Container:
@@ -55,14 +61,22 @@ class ContainerStore:
         except NotFound:
             return None
 
-    def list(self, pod_id: str | None = None) -> list[Container]:
-        if pod_id is None:
-            rows = self._db.query("SELECT * FROM containers ORDER BY created_at")
-        else:
-            rows = self._db.query(
-                "SELECT * FROM containers WHERE pod_id = ? ORDER BY created_at", (pod_id,)
-            )
-        return [_from_row(r) for r in rows]
+    def list(
+        self,
+        pod_id: str | None = None,
+        *,
+        id_prefix: str = "",
+        pod_prefix: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Container]:
+        """Containers, oldest first; the filters are applied before rows are parsed."""
+        where = Where().prefix("id", id_prefix).prefix("pod_id", pod_prefix)
+        if pod_id is not None:
+            where.equals("pod_id", pod_id)
+        rows = self._db.query(
+            f"SELECT * FROM containers{where.sql()} ORDER BY created_at", tuple(where.params)
+        )
+        return [_from_row(r) for r in with_labels(rows, _labels, labels or {})]
 
     def add(self, container: Container, layer_chain_ids: Sequence[str] = ()) -> None:
         """Reserves the name: a second container with the same name_key is AlreadyExists.

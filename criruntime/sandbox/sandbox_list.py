@@ -35,7 +35,7 @@ def list_pod_sandbox(
             annotations=s.annotations,
             runtime_handler=s.runtime_handler,
         )
-        for s in svc.store.list(state)
+        for s in svc.store.list(state, id_prefix=f.id, labels=f.label_selector)
         if not s.creating and _matches(s, f)
     ]
     return api.ListPodSandboxResponse(items=items)

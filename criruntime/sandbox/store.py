@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 
+from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.errors import AlreadyExists, InvalidArgument, NotFound
 from criruntime.sandbox.model import PodSandbox, SandboxState
 from criruntime.store.db import Database
+from criruntime.store.filters import Where, with_labels
+
+
+def _labels(config: bytes) -> Mapping[str, str]:
+    return api.PodSandboxConfig.FromString(config).labels
 
 
 def _serialize_config(sandbox: PodSandbox) -> bytes:
@@ -57,14 +64,21 @@ class SandboxStore:
         rows = self._db.query("SELECT * FROM pods WHERE name_key = ?", (key,))
         return _from_row(rows[0]) if rows else None
 
-    def list(self, state: SandboxState | None = None) -> list[PodSandbox]:
-        if state is None:
-            rows = self._db.query("SELECT * FROM pods ORDER BY created_at")
-        else:
-            rows = self._db.query(
-                "SELECT * FROM pods WHERE state = ? ORDER BY created_at", (state.value,)
-            )
-        return [_from_row(r) for r in rows]
+    def list(
+        self,
+        state: SandboxState | None = None,
+        *,
+        id_prefix: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> list[PodSandbox]:
+        """Pods, oldest first; the filters are applied before rows are parsed."""
+        where = Where().prefix("id", id_prefix)
+        if state is not None:
+            where.equals("state", state.value)
+        rows = self._db.query(
+            f"SELECT * FROM pods{where.sql()} ORDER BY created_at", tuple(where.params)
+        )
+        return [_from_row(r) for r in with_labels(rows, _labels, labels or {})]
 
     def add(self, sandbox: PodSandbox) -> None:
         try:
