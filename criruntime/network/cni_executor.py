@@ -22,6 +22,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import ipaddress
 import json
 import logging
 import os
@@ -36,6 +37,9 @@ from criruntime.network.cni_config import NetworkConfigList, find_plugin
 log = logging.getLogger("criruntime.cni")
 
 DEFAULT_PLUGIN_TIMEOUT = 60.0
+# A result or error is a few KB; past this a plugin is broken, and the daemon keeps no more of
+# its output than this (each stream) however much it writes.
+MAX_PLUGIN_OUTPUT = 1 << 20
 CACHE_KIND = "cniCacheV1"
 
 
@@ -247,6 +251,10 @@ class CniExecutor:
             command, plugin_type, how, rt.container_id[:12], status,
             (time.monotonic() - started) * 1000,
         )  # fmt: skip
+        if len(stdout) > MAX_PLUGIN_OUTPUT:
+            raise PluginError(
+                plugin_type, command, 0, f"wrote more than {MAX_PLUGIN_OUTPUT} bytes of output"
+            )
         if status != 0:
             raise _plugin_error(plugin_type, command, status, stdout, stderr)
         if command != "ADD" or not stdout.strip():
@@ -259,6 +267,7 @@ class CniExecutor:
             ) from None
         if not isinstance(result, dict):
             raise PluginError(plugin_type, command, 0, "result is not a JSON object")
+        _check_ips(plugin_type, result)
         return result
 
     async def _exec(
@@ -272,12 +281,32 @@ class CniExecutor:
             )  # fmt: skip
         child = Child([path], stdin=stdin, env=env)
         try:
-            code, stdout, stderr = await asyncio.wait_for(child.communicate(), self.plugin_timeout)
+            code, stdout, stderr = await asyncio.wait_for(
+                child.communicate(MAX_PLUGIN_OUTPUT + 1), self.plugin_timeout
+            )
         except TimeoutError:
             raise PluginError(
                 plugin_type, command, 0, f"timed out after {self.plugin_timeout:g}s"
             ) from None
         return code, stdout, stderr
+
+
+def _check_ips(plugin_type: str, result: Mapping[str, Any]) -> None:
+    """The result's addresses are CIDRs, as libcni's parsing insists: a pod IP kubelet cannot
+    parse must fail the ADD, not reach PodSandboxStatus."""
+    ips = result.get("ips")
+    if ips is None:
+        return
+    if not isinstance(ips, list):
+        raise PluginError(plugin_type, "ADD", 0, f"result's ips is not a list: {ips!r}"[:300])
+    for entry in ips:
+        address = entry.get("address") if isinstance(entry, dict) else None
+        try:
+            ipaddress.ip_interface(str(address))
+        except ValueError:
+            raise PluginError(
+                plugin_type, "ADD", 0, f"result has an invalid address: {address!r}"[:300]
+            ) from None
 
 
 def _plugin_error(

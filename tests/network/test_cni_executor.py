@@ -150,6 +150,23 @@ def test_stderr_is_the_message_without_an_error_object(env: dict[str, str]) -> N
         asyncio.run(ex.add(conflist(env, [{"type": "crash"}]), RT))
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("echo '{\"cniVersion\":\"1.0.0\",\"ips\":\"nope\"}'", "ips is not a list"),
+        ("echo '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"999.1.1.1/24\"}]}'",
+         "invalid address: '999.1.1.1/24'"),
+        # 200 MB of output: refused, and not held in the daemon's memory.
+        ("head -c 200000000 /dev/zero", "wrote more than 1048576 bytes"),
+    ],
+)  # fmt: skip
+def test_broken_results_fail_the_add(env: dict[str, str], body: str, message: str) -> None:
+    make_plugin(env["bin"], env["log"], "broken", f'[ "$CNI_COMMAND" = ADD ] || exit 0\n{body}')
+    ex = CniExecutor([env["bin"]], env["cache"])
+    with pytest.raises(PluginError, match=message):
+        asyncio.run(ex.add(conflist(env, [{"type": "broken"}]), RT))
+
+
 def test_per_plugin_timeout(env: dict[str, str]) -> None:
     make_plugin(env["bin"], env["log"], "slow", "exec sleep 30")
     ex = CniExecutor([env["bin"]], env["cache"], plugin_timeout=0.3)
