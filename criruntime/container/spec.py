@@ -540,7 +540,64 @@ class ContainerSpecBuilder:
         except (OSError, ValueError) as e:
             raise InvalidArgument(f"seccomp profile {path!r} cannot be read: {e}") from None
         caps = set(capabilities_for(self.security))
-        return seccomp_to_oci(data, caps)
+        return seccomp_to_oci(check_seccomp_profile(data, path), caps)
+
+
+# What libseccomp names (runc and crun take no others); anything else fails `runc create`, long
+# after CreateContainer.
+_SECCOMP_ACTIONS = frozenset({
+    "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
+})  # fmt: skip
+_SECCOMP_ARCHES = frozenset({
+    "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL",
+    "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64",
+    "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X", "SCMP_ARCH_RISCV64",
+    "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64", "SCMP_ARCH_LOONGARCH64", "SCMP_ARCH_M68K",
+    "SCMP_ARCH_SH", "SCMP_ARCH_SHEB",
+})  # fmt: skip
+
+
+def check_seccomp_profile(profile: Any, path: str) -> dict[str, Any]:
+    """The profile, if its shape, actions and architectures are ones the runtime takes; else
+    INVALID_ARGUMENT naming what is wrong (unknown syscall names are fine: runc skips them)."""
+
+    def bad(why: str) -> InvalidArgument:
+        return InvalidArgument(f"seccomp profile {path!r}: {why}")
+
+    def objects(key: str, within: dict[str, Any]) -> list[dict[str, Any]]:
+        items = within.get(key) or []
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise bad(f"{key} must be a list of objects")
+        return items
+
+    def known(value: Any, allowed: frozenset[str], what: str) -> None:
+        if value not in allowed:
+            raise bad(f"unknown {what} {value!r}")
+
+    if not isinstance(profile, dict):
+        raise bad("not a JSON object")
+    known(profile.get("defaultAction", "SCMP_ACT_ERRNO"), _SECCOMP_ACTIONS, "action")
+    architectures = profile.get("architectures") or []
+    if not isinstance(architectures, list):
+        raise bad("architectures must be a list")
+    for entry in objects("archMap", profile):
+        subs = entry.get("subArchitectures") or []
+        if not isinstance(subs, list):
+            raise bad("subArchitectures must be a list")
+        architectures = [*architectures, entry.get("architecture"), *subs]
+    for arch in architectures:
+        known(arch, _SECCOMP_ARCHES, "architecture")
+    for rule in objects("syscalls", profile):
+        known(rule.get("action"), _SECCOMP_ACTIONS, "action")
+        names = rule.get("names", [rule.get("name")] if "name" in rule else [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise bad(f"syscall names must be strings, got {names!r}")
+        for key in ("includes", "excludes"):
+            if not isinstance(rule.get(key, {}), dict | None):
+                raise bad(f"{key} must be an object")
+    return profile
 
 
 def seccomp_to_oci(profile: dict[str, Any], caps: set[str]) -> dict[str, Any]:

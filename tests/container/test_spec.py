@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 import pytest
 
@@ -205,6 +207,56 @@ def test_resources_and_oom_clamp() -> None:
     assert r["memory"]["limit"] == 1 << 20
     assert r["hugepageLimits"] == [{"pageSize": "2MB", "limit": 0}]
     assert spec["process"]["oomScoreAdj"] in (0, -998)
+
+
+def _localhost_seccomp(path: str) -> api.ContainerConfig:
+    profile = api.SecurityProfile(
+        profile_type=api.SecurityProfile.ProfileType.Localhost, localhost_ref=path
+    )
+    security = api.LinuxContainerSecurityContext(seccomp=profile)
+    return api.ContainerConfig(command=["/x"], linux=api.LinuxContainerConfig(
+        security_context=security))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        ([1, 2], "not a JSON object"),
+        ({"defaultAction": "SCMP_ACT_EXPLODE"}, "unknown action 'SCMP_ACT_EXPLODE'"),
+        ({"architectures": ["SCMP_ARCH_Z80"]}, "unknown architecture 'SCMP_ARCH_Z80'"),
+        ({"archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["x"]}]},
+         "unknown architecture 'x'"),
+        ({"syscalls": "read"}, "syscalls must be a list of objects"),
+        ({"syscalls": [{"names": ["read"], "action": "ALLOW"}]}, "unknown action 'ALLOW'"),
+        ({"syscalls": [{"names": [1], "action": "SCMP_ACT_ALLOW"}]}, "names must be strings"),
+        ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": []}]},
+         "includes must be an object"),
+    ],
+)  # fmt: skip
+def test_localhost_seccomp_profile_runc_would_refuse(
+    tmp_path: str, profile: object, message: str
+) -> None:
+    # These were INTERNAL (a Python error on the shape) or failed only at `runc create`.
+    path = os.path.join(str(tmp_path), "profile.json")
+    with open(path, "w") as f:
+        json.dump(profile, f)
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        build(_localhost_seccomp(path))
+
+
+def test_localhost_seccomp_profile_with_unknown_syscalls_is_fine(tmp_path: str) -> None:
+    path = os.path.join(str(tmp_path), "profile.json")
+    with open(path, "w") as f:
+        json.dump(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64"],
+                "syscalls": [{"names": ["not_a_syscall"], "action": "SCMP_ACT_ERRNO"}],
+            },
+            f,
+        )
+    seccomp = build(_localhost_seccomp(path))["linux"]["seccomp"]  # fmt: skip
+    assert seccomp["syscalls"] == [{"names": ["not_a_syscall"], "action": "SCMP_ACT_ERRNO"}]
 
 
 def test_seccomp_profile_conversion() -> None:
