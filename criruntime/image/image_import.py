@@ -7,7 +7,6 @@ lock keeps the daemon's GC off the blobs until then.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import tarfile
 import time
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from criruntime.errors import InvalidArgument
 from criruntime.image import manifest, reference
 from criruntime.image.content_store import sha256_digest
-from criruntime.image.image_pull import ensure_layer
+from criruntime.image.image_pull import ensure_layers
 from criruntime.image.image_store import ImageRecord
 from criruntime.image.layer_store import chain_ids
 
@@ -171,9 +170,7 @@ async def _commit(
     config = manifest.load_config(svc.content.read(image.config.digest), manifest_digest)
     diff_ids = manifest.diff_ids(config, len(image.layers), manifest_digest)
     chains = chain_ids(diff_ids)
-    async with asyncio.TaskGroup() as group:
-        for desc, diff_id, chain_id in zip(image.layers, diff_ids, chains, strict=True):
-            group.create_task(ensure_layer(svc, None, desc, diff_id, chain_id))
+    await ensure_layers(svc, None, image.layers, diff_ids, chains)
     record = ImageRecord(
         id=image.config.digest,
         manifest_digest=manifest_digest,

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.errors import FailedPrecondition, InvalidArgument
+from criruntime.errors import CriError, FailedPrecondition, InvalidArgument
 from criruntime.image import manifest, reference
 from criruntime.image.content_store import DigestMismatch, sha256_digest
 from criruntime.image.image_store import ImageRecord
@@ -86,9 +86,7 @@ async def _pull(svc: ImageService, ref: Reference, creds: Credentials) -> str:
         config = manifest.load_config(svc.content.read(image.config.digest), what)
         diff_ids = manifest.diff_ids(config, len(image.layers), what)
         chains = chain_ids(diff_ids)
-        async with asyncio.TaskGroup() as group:
-            for desc, diff_id, chain_id in zip(image.layers, diff_ids, chains, strict=True):
-                group.create_task(ensure_layer(svc, repo, desc, diff_id, chain_id))
+        await ensure_layers(svc, repo, image.layers, diff_ids, chains)
         manifest_size = svc.content.size(manifest_digest)
         record = ImageRecord(
             id=image.config.digest,
@@ -133,6 +131,31 @@ async def fetch_blob(svc: ImageService, repo: Repository, desc: Descriptor) -> s
             return await asyncio.get_running_loop().run_in_executor(None, ingest.commit)
 
     return await svc.blobs.do(desc.digest, download)
+
+
+async def ensure_layers(
+    svc: ImageService,
+    repo: Repository | None,
+    layers: list[Descriptor],
+    diff_ids: list[str],
+    chains: list[str],
+) -> None:
+    """All layers at once. The first failure is raised as itself, the other downloads
+    cancelled: an ExceptionGroup would reach the caller as INTERNAL whatever it held."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for desc, diff_id, chain_id in zip(layers, diff_ids, chains, strict=True):
+                group.create_task(ensure_layer(svc, repo, desc, diff_id, chain_id))
+    except ExceptionGroup as failed:
+        leaves = _leaves(failed)
+        raise next((e for e in leaves if isinstance(e, CriError)), leaves[0]) from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for e in group.exceptions:
+        found += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
+    return found
 
 
 async def ensure_layer(

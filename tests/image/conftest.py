@@ -139,6 +139,12 @@ def make_harness() -> Iterator[Callable[..., Harness]]:
     yield make
     for h in made:
         h.run(h.svc.close())
+        # Shared layer downloads outlive a pull that failed on another layer; end them here.
+        pending = asyncio.all_tasks(h.loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            h.run(asyncio.wait(pending))
         h.loop.close()
         h.db.close()
         shutil.rmtree(h.root, ignore_errors=True)

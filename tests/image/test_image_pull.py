@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import stat
@@ -18,7 +19,9 @@ from criruntime.image.layer_store import chain_ids
 from criruntime.image.manifest import OCI_CONFIG, OCI_MANIFEST
 from criruntime.image.registry import Repository, Unauthorized
 from criruntime.image.unpack import OPAQUE_XATTR
+from tests.image import images
 from tests.image.conftest import MANY_LAYERS, Catalog, Harness
+from tests.image.layers import file
 from tests.image.registry_env import (
     IDENTITY_TOKEN,
     PASSWORD,
@@ -258,6 +261,41 @@ def test_hostile_registry_documents_are_refused_without_buffering_them(
         pull(h, f"{hostile.host}/evil/x:endless")
     assert hostile.streamed < 64 << 20
     assert listed(h) == []
+
+
+def _serve(hostile: HostileRegistry, img: images.Image, tag: str, skip: str = "") -> str:
+    hostile.blobs.update({d: b for d, b in img.blobs.items() if d != skip})
+    hostile.manifests[tag] = (img.media_type, img.manifest)
+    return f"{hostile.host}/evil/x:{tag}"
+
+
+def test_a_failing_layer_is_reported_as_itself(harness: Harness, hostile: HostileRegistry) -> None:
+    # Layers download in a TaskGroup; its ExceptionGroup reached the caller as INTERNAL
+    # ("unhandled errors in a TaskGroup") whatever one layer's error was.
+    img = images.multilayer_image()
+    missing = img.layer_digests[1]
+    with pytest.raises(NotFound, match=f"blob {missing} not found"):
+        pull(harness, _serve(hostile, img, "gap", skip=missing))
+    assert listed(harness) == []
+
+
+def test_a_full_disk_fails_the_pull_and_leaves_nothing(
+    make_harness: Callable[..., Harness], hostile: HostileRegistry
+) -> None:
+    root = tempfile.mkdtemp(prefix="crir-full-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", root], check=True)
+    try:
+        h = make_harness(root=root)
+        noise = os.urandom(3 << 20)  # incompressible: the blob alone is over the 1 MiB disk
+        img = images.build([([file("big", noise)], "gzip")])
+        with pytest.raises(OSError) as raised:  # the RPC layer maps it to RESOURCE_EXHAUSTED
+            pull(h, _serve(hostile, img, "big"))
+        assert raised.value.errno == errno.ENOSPC
+        assert listed(h) == []
+        assert os.listdir(h.svc.content.ingest_dir) == []  # the partial download is gone
+    finally:
+        subprocess.run(["umount", "-l", root], check=True)
+        os.rmdir(root)
 
 
 def test_malformed_reference(harness: Harness) -> None:
