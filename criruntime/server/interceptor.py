@@ -8,6 +8,7 @@ its traceback, and never takes the daemon down.
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 import time
@@ -51,6 +52,13 @@ class _Call:
         if isinstance(exc, CriError):
             self.code, self.message = exc.code, str(exc)
             return exc.code, self.message
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # A full disk is the node's state, not a bug: say where, and that retrying can work.
+            where = f": {exc.filename}" if exc.filename else ""
+            self.code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            self.message = f"{self.method}: {exc.strerror}{where}"
+            log.error("%s", self.message)
+            return self.code, self.message
         self.code, self.message = (
             grpc.StatusCode.INTERNAL,
             f"internal error in {self.method}: {exc}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from typing import Any, cast
 
 import grpc
@@ -51,6 +52,14 @@ def test_unexpected_errors_become_internal_naming_the_rpc() -> None:
     code, details = _call_unary(KeyError("k")).aborted or (None, "")
     assert code == grpc.StatusCode.INTERNAL
     assert details.startswith("internal error in Version")
+
+
+def test_a_full_disk_is_resource_exhausted_naming_the_file() -> None:
+    full = OSError(errno.ENOSPC, "No space left on device", "/var/lib/criruntime/x")
+    assert _call_unary(full).aborted == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "Version: No space left on device: /var/lib/criruntime/x",
+    )
 
 
 def test_stream_errors_are_mapped_too() -> None:
