@@ -1,4 +1,5 @@
-"""ListContainers: filters on id (prefix), state, pod (prefix) and label selector."""
+"""ListContainers: filters on id (prefix), state, pod (prefix) and label selector; all but
+the state go to the store, before rows are parsed."""
 
 from __future__ import annotations
 
@@ -26,17 +27,6 @@ def to_api_container(container: Container) -> api.Container:
     )
 
 
-def matches(container: Container, f: api.ContainerFilter) -> bool:
-    if f.id and not container.id.startswith(f.id):
-        return False
-    if f.HasField("state") and container.state.to_api() != f.state.state:
-        return False
-    if f.pod_sandbox_id and not container.pod_id.startswith(f.pod_sandbox_id):
-        return False
-    labels = container.config.labels
-    return all(labels.get(k) == v for k, v in f.label_selector.items())
-
-
 async def list_containers(
     svc: ContainerService, request: api.ListContainersRequest
 ) -> api.ListContainersResponse:
@@ -50,6 +40,11 @@ async def list_containers(
         for c in candidates
         if c.state is not ContainerState.CREATING  # half-made: not a container yet
     ]
+    # The state filter comes last: refresh() may just have seen a container exit.
     return api.ListContainersResponse(
-        containers=[to_api_container(c) for c in found if matches(c, f)]
+        containers=[
+            to_api_container(c)
+            for c in found
+            if not f.HasField("state") or c.state.to_api() == f.state.state
+        ]
     )

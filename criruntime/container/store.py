@@ -44,10 +44,8 @@ class ContainerStore:
         """A container by full ID or unique ID prefix (as crictl accepts); NotFound otherwise."""
         if not id_or_prefix:
             raise InvalidArgument("container ID must not be empty")
-        rows = self._db.query(
-            "SELECT * FROM containers WHERE id >= ? AND id < ? LIMIT 2",
-            (id_or_prefix, id_or_prefix + "\uffff"),
-        )
+        where = Where().prefix("id", id_or_prefix)
+        rows = self._db.query(f"SELECT * FROM containers{where.sql()} LIMIT 2", tuple(where.params))
         exact = [r for r in rows if r["id"] == id_or_prefix]
         if not rows:
             raise NotFound(f"container {id_or_prefix!r} not found")

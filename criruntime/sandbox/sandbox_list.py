@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.sandbox.model import PodSandbox, SandboxState
+from criruntime.sandbox.model import SandboxState
 from criruntime.sandbox.service import SandboxService
-
-
-def _matches(sandbox: PodSandbox, f: api.PodSandboxFilter) -> bool:
-    if f.id and not sandbox.id.startswith(f.id):
-        return False
-    labels = sandbox.config.labels
-    return all(labels.get(k) == v for k, v in f.label_selector.items())
 
 
 def list_pod_sandbox(
@@ -36,6 +29,6 @@ def list_pod_sandbox(
             runtime_handler=s.runtime_handler,
         )
         for s in svc.store.list(state, id_prefix=f.id, labels=f.label_selector)
-        if not s.creating and _matches(s, f)
+        if not s.creating
     ]
     return api.ListPodSandboxResponse(items=items)

@@ -210,7 +210,7 @@ async def _create(
         await asyncio.to_thread(cg.create, cgroup)
         resources = pod_resources(config.linux)
         if resources is not None:
-            await asyncio.to_thread(cg.apply, sandbox.cgroup_parent, resources)
+            await asyncio.to_thread(cg.apply, cgroup, resources)
 
         # Namespaces, pinned under the bundle; the PID namespace's init joins the pod cgroup.
         ns = await asyncio.to_thread(
@@ -221,7 +221,7 @@ async def _create(
             uts=not host_net,
             pid=ns_opts.pid == NamespaceMode.POD,
             hostname=hostname,
-            init_cgroup=lambda pid: cg.add_process(sandbox.cgroup_parent, pid),
+            init_cgroup=lambda pid: cg.add_process(cgroup, pid),
             owner=sandbox_id,
         )
         undo.callback(_undo_namespaces, ns)

@@ -43,10 +43,8 @@ class SandboxStore:
         """A sandbox by full ID or unique ID prefix (as crictl accepts); NotFound otherwise."""
         if not id_or_prefix:
             raise InvalidArgument("pod sandbox ID must not be empty")
-        rows = self._db.query(
-            "SELECT * FROM pods WHERE id >= ? AND id < ? LIMIT 2",
-            (id_or_prefix, id_or_prefix + "\uffff"),
-        )
+        where = Where().prefix("id", id_or_prefix)
+        rows = self._db.query(f"SELECT * FROM pods{where.sql()} LIMIT 2", tuple(where.params))
         if not rows:
             raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
         exact = [r for r in rows if r["id"] == id_or_prefix]
