@@ -135,7 +135,8 @@ async def create_container(
         )
         undo.callback(rootfs.unmount, paths.rootfs)
         user = resolve_user(paths.rootfs, security, image.config.user)
-        built = ContainerSpecBuilder(
+        # In a thread: the build reads files a request names (a Localhost seccomp profile).
+        builder = ContainerSpecBuilder(
             SpecInputs(
                 container_id=container_id,
                 config=config,
@@ -148,7 +149,8 @@ async def create_container(
                 ).recursive_read_only_mounts,
                 target_pid=target_pid,
             )
-        ).build()
+        )
+        built = await loop.run_in_executor(None, builder.build)
         for warning in built.warnings:
             log.warning("container %s: %s", container_id[:12], warning)
         write_spec(paths.config, built.spec)

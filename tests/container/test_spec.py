@@ -231,6 +231,9 @@ def _localhost_seccomp(path: str) -> api.ContainerConfig:
         ({"syscalls": [{"names": [1], "action": "SCMP_ACT_ALLOW"}]}, "names must be strings"),
         ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": []}]},
          "includes must be an object"),
+        ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": [[[1]]]}]},
+         "syscall args must be objects"),
+        ({"flags": [{"a": 1}]}, "flags must be a list of strings"),
     ],
 )  # fmt: skip
 def test_localhost_seccomp_profile_runc_would_refuse(
