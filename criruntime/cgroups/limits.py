@@ -98,8 +98,7 @@ def _check_list(field: str, value: str, online_path: str, what: str) -> None:
         wanted = parse_ranges(value)
     except ValueError:
         raise InvalidArgument(
-            f"{field} {quote(value)} is not a list like '0-2,4' of numbers up to "
-            f"{MAX_LIST_NUMBER}"
+            f"{field} {quote(value)} is not a list like '0-2,4' of numbers up to {MAX_LIST_NUMBER}"
         ) from None
     online = _online(online_path)
     if online is None:

@@ -48,6 +48,21 @@ TRASH = ".trash"
 _DELETER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="criruntime-trash")
 
 
+class PendingStop:
+    """A stop in flight (container_stop.py): when its SIGKILL is due, and a wake-up for the
+    waiter when a later, shorter stop moves that time forward."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline  # time.monotonic()
+        self.moved = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def shorten(self, deadline: float) -> None:
+        if deadline < self.deadline:
+            self.deadline = deadline
+            self.moved.set()
+
+
 class ContainerService:
     def __init__(
         self,
@@ -80,6 +95,7 @@ class ContainerService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._recovery: asyncio.Task[None] | None = None
         self._reaping: dict[str, asyncio.Task[None]] = {}
+        self.stops: dict[str, PendingStop] = {}
         self._deleting: set[asyncio.Task[None]] = set()
 
     @classmethod
