@@ -24,6 +24,7 @@ from criruntime.cgroups.cgroupfs import Resources, systemd_slice_to_path
 from criruntime.cgroups.limits import check_resources
 from criruntime.errors import AlreadyExists, InvalidArgument, Unknown
 from criruntime.network.cni_executor import PluginError, result_ips
+from criruntime.network.pod_network import EGRESS_ANNOTATION, INGRESS_ANNOTATION, parse_quantity
 from criruntime.sandbox import dns, namespaces
 from criruntime.sandbox.model import PodSandbox, SandboxState, name_key
 from criruntime.sandbox.service import DEFAULT_CGROUP_PREFIX, InFlightRun, SandboxService
@@ -124,6 +125,9 @@ def _validate(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
             )
     dns.pod_hostname(config)
     dns.validate_dns(config.dns_config)
+    for annotation in (INGRESS_ANNOTATION, EGRESS_ANNOTATION):
+        if config.annotations.get(annotation):  # parsed here: after ADD is too late to refuse
+            parse_quantity(config.annotations[annotation])
     return handler
 
 
