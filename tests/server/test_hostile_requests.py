@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -26,7 +27,7 @@ def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     return e.value.code(), e.value.details() or ""
 
 
-def pod(name: str = "p", namespace: str = "ns", **kw: object) -> api.RunPodSandboxRequest:
+def pod(name: str = "p", namespace: str = "ns", **kw: Any) -> api.RunPodSandboxRequest:
     config = api.PodSandboxConfig(
         metadata=api.PodSandboxMetadata(name=name, namespace=namespace, uid="u"), **kw
     )
@@ -122,10 +123,10 @@ def test_an_undecodable_body_is_invalid_argument(
 ) -> None:
     assert shared_daemon.channel is not None
     if method.endswith("GetContainerEvents"):
-        call = shared_daemon.channel.unary_stream(method)
+        call = shared_daemon.channel.unary_stream(method, None, None)
         code, details = code_of(lambda: list(call(body, timeout=10)))
     else:
-        unary = shared_daemon.channel.unary_unary(method)
+        unary = shared_daemon.channel.unary_unary(method, None, None)
         code, details = code_of(lambda: unary(body, timeout=10))
     assert code == INVALID, details
     assert "not a valid protobuf message" in details
