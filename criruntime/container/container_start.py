@@ -48,6 +48,12 @@ async def _start(svc: ContainerService, container_id: str) -> None:
             raise FailedPrecondition(
                 f"container {container.id} is {container.state.value.lower()}, not created"
             )
+        pod = await svc.pods(container.pod_id)
+        if not pod.ready:
+            # Its namespaces are gone: runc would fail on them in its own words.
+            raise FailedPrecondition(
+                f"container {container.id} cannot start: its pod sandbox {pod.id} is not ready"
+            )
         runtime = svc.runtime_for(container.runtime_handler)
         bundle = container.bundle_dir
         if attempted(bundle) or runtime.has_state(container.id):

@@ -148,10 +148,17 @@ def capabilities_for(security: api.LinuxContainerSecurityContext) -> list[str]:
         current = []
     if "ALL" in add:
         current = list(all_capabilities())
+    held = all_capabilities()
     for cap in add:
+        if cap != "ALL" and cap not in held:
+            # runc would fail the start with its own words; say it at create.
+            raise InvalidArgument(
+                f"capability {cap} is outside this node's capability bounding set, so no "
+                "container here can have it"
+            )
         if cap != "ALL" and cap not in current:
             current.append(cap)
-    return [c for c in current if c not in drop]
+    return [c for c in current if c not in drop and c in held]
 
 
 def resources_to_oci(

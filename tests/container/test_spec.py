@@ -9,12 +9,15 @@ import re
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.container import spec as spec_module
 from criruntime.container.providers import ImageConfig, PodInfo
 from criruntime.container.spec import (
+    ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
     DEFAULT_MASKED_PATHS,
     ContainerSpecBuilder,
     SpecInputs,
+    all_capabilities,
     seccomp_to_oci,
 )
 from criruntime.container.user import ResolvedUser, resolve_user
@@ -341,3 +344,30 @@ def test_runtime_message_prefers_error_lines() -> None:
     )
     assert _runtime_message(raw) == "runc create failed: unable to apply caps"
     assert _runtime_message("plain failure\n") == "plain failure"
+
+
+def _with_caps(*add: str) -> api.ContainerConfig:
+    caps = api.Capability(add_capabilities=list(add))
+    security = api.LinuxContainerSecurityContext(capabilities=caps)
+    return api.ContainerConfig(
+        command=["x"], linux=api.LinuxContainerConfig(security_context=security)
+    )
+
+
+def test_capabilities_outside_the_bounding_set_are_refused_at_create(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # This VM drops CAP_SYS_RESOURCE; runc used to fail the start with its own words.
+    held = [c for c in all_capabilities() if c != "CAP_SYS_RESOURCE"]
+    monkeypatch.setattr(spec_module, "all_capabilities", lambda: held)
+    with pytest.raises(InvalidArgument, match="capability CAP_SYS_RESOURCE is outside"):
+        build(_with_caps("SYS_RESOURCE"))
+    assert "CAP_SYS_ADMIN" in build(_with_caps("SYS_ADMIN"))["process"]["capabilities"]["bounding"]
+    assert set(build(_with_caps("ALL"))["process"]["capabilities"]["bounding"]) == set(held)
+
+
+def test_the_bounding_set_is_read_from_the_host() -> None:
+    with open("/proc/self/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    for cap in all_capabilities():
+        assert mask >> ALL_CAPABILITIES.index(cap) & 1, cap
