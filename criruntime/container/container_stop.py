@@ -13,6 +13,7 @@ import logging
 import signal
 import time
 
+from criruntime import failpoints
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container.model import ContainerState
 from criruntime.container.service import ContainerService, PendingStop, exited
@@ -56,6 +57,7 @@ async def _stop(svc: ContainerService, container_id: str, inflight: PendingStop)
         runtime = svc.runtime_for(container.runtime_handler)
         if time.monotonic() < inflight.deadline and container.stop_signal != signal.SIGKILL:
             await runtime.kill(container.id, container.stop_signal)
+    await failpoints.pause(failpoints.STOP_AFTER_SIGNAL)
     # The grace period, unlocked: status, a shorter stop or a remove may come meanwhile.
     status = await _wait_until_deadline(runtime, container.bundle_dir, container.pid, inflight)
     if status is None:

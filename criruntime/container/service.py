@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from criruntime.config import Config
-from criruntime.container import rootfs
+from criruntime.container import attempt, rootfs
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.providers import (
     ImageConfig,
@@ -174,6 +174,8 @@ class ContainerService:
         """
         if container.state not in (ContainerState.RUNNING, ContainerState.CREATED):
             return container
+        if container.state is ContainerState.CREATED and not self._let_go(container):
+            return container  # an exit file now is a cut-short attempt's, not the container's
         status = oci.read_exit_status(container.bundle_dir)
         if status is None and container.state is ContainerState.RUNNING:
             status = oci.lost_exit(container.bundle_dir, container.pid)
@@ -183,6 +185,15 @@ class ContainerService:
         self.store.update(updated)
         self._reap_soon(updated)
         return updated
+
+    def _let_go(self, container: Container) -> bool:
+        """A CREATED container's start got as far as letting its process run."""
+        bundle = container.bundle_dir
+        return (
+            attempt.started_at(bundle) is not None
+            and not attempt.discarding(bundle)
+            and not self.runtime_for(container.runtime_handler).start_pending(container.id)
+        )
 
     async def reap(self, container: Container) -> None:
         """What is due once a container's init has exited, as containerd does on a task exit:

@@ -16,7 +16,7 @@ from tests.container.conftest import Env, run
 def test_start_in_a_stopped_pod_is_failed_precondition(env: Env) -> None:
     cid = env.create(env.container_config(command=["true"]))
     env.pod = dataclasses.replace(env.pod, ready=False)  # StopPodSandbox released its namespaces
-    with pytest.raises(FailedPrecondition, match="pod sandbox .* is not ready"):
+    with pytest.raises(FailedPrecondition, match=r"pod sandbox \w+ is not ready"):
         run(
             container_start.start_container(
                 env.service, api.StartContainerRequest(container_id=cid)
