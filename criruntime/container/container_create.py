@@ -134,8 +134,10 @@ async def create_container(
             paths.rootfs,
         )
         undo.callback(rootfs.unmount, paths.rootfs)
-        user = resolve_user(paths.rootfs, security, image.config.user)
-        # In a thread: the build reads files a request names (a Localhost seccomp profile).
+        user = await loop.run_in_executor(
+            None, resolve_user, paths.rootfs, security, image.config.user
+        )
+        # In threads: these read files a request or the image names (passwd, a seccomp profile).
         builder = ContainerSpecBuilder(
             SpecInputs(
                 container_id=container_id,

@@ -371,3 +371,13 @@ def test_the_bounding_set_is_read_from_the_host() -> None:
         mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
     for cap in all_capabilities():
         assert mask >> ALL_CAPABILITIES.index(cap) & 1, cap
+
+
+def test_an_image_passwd_that_is_a_fifo_is_invalid_argument(tmp_path: str) -> None:
+    # An image's /etc/passwd is read in a thread, and only as a bounded regular file.
+    root = os.path.join(str(tmp_path), "root")
+    build_busybox_layer(root)
+    os.unlink(os.path.join(root, "etc", "passwd"))
+    os.mkfifo(os.path.join(root, "etc", "passwd"))
+    with pytest.raises(InvalidArgument, match="/etc/passwd is not a regular file"):
+        resolve_user(root, api.LinuxContainerSecurityContext(), "www")
