@@ -189,10 +189,11 @@ class ContainerService:
     def _let_go(self, container: Container) -> bool:
         """A CREATED container's start got as far as letting its process run."""
         bundle = container.bundle_dir
+        runtime = self.runtimes.get(container.runtime_handler or self.config.default_runtime)
         return (
             attempt.started_at(bundle) is not None
             and not attempt.discarding(bundle)
-            and not self.runtime_for(container.runtime_handler).start_pending(container.id)
+            and not (runtime is not None and runtime.start_pending(container.id))
         )
 
     async def reap(self, container: Container) -> None:
