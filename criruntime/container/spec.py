@@ -21,7 +21,7 @@ from criruntime.cgroups.limits import check_resources
 from criruntime.container.providers import ImageConfig, PodInfo
 from criruntime.container.seccomp_profile import read_profile
 from criruntime.container.user import ResolvedUser
-from criruntime.errors import InvalidArgument
+from criruntime.errors import InvalidArgument, quote
 
 log = logging.getLogger("criruntime.container.spec")
 
@@ -505,6 +505,12 @@ class ContainerSpecBuilder:
                     f"device {device.host_path!r}: {e.strerror or 'cannot stat'}"
                 ) from None
             if stat.S_ISDIR(st.st_mode):
+                if os.path.commonpath([path, "/dev"]) != "/dev":
+                    # Walked to the bottom: "/" would take every file of the host along.
+                    raise InvalidArgument(
+                        f"device {quote(device.host_path)}: a directory of devices must be "
+                        "under /dev"
+                    )
                 for entry in _host_devices(path):
                     relative = os.path.relpath(entry["path"], path)
                     devices.append({**entry, "path": os.path.join(device.container_path, relative)})

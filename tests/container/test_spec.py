@@ -191,6 +191,9 @@ def test_devices_and_their_cgroup_rules() -> None:
         (api.Device(container_path="/dev/x", host_path="/etc/hostname"), "is not a device"),
         (api.Device(container_path="/dev/x", host_path="/dev/null", permissions="rx"), "r, w, m"),
         (api.Device(container_path="dev/x", host_path="/dev/null"), "absolute"),
+        # A directory is walked for its devices: only /dev's, never the whole host.
+        (api.Device(container_path="/dev/x", host_path="/"), "must be under /dev"),
+        (api.Device(container_path="/dev/x", host_path="/dev/../proc"), "must be under /dev"),
     ):
         with pytest.raises(InvalidArgument, match=message):
             build(api.ContainerConfig(command=["x"], devices=[bad]))
