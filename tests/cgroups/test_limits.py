@@ -88,7 +88,7 @@ def test_a_huge_cpuset_range_is_refused_cheaply_with_a_short_message() -> None:
     with pytest.raises(InvalidArgument) as e:
         check_resources(R(cpuset_cpus=",".join(str(n) for n in range(1000, 1200, 2))))
     assert "and 92 more ranges" in str(e.value)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1
 
 
 def test_missing_ranges_are_computed_without_expanding() -> None:

@@ -134,7 +134,7 @@ def test_update_with_a_huge_cpuset_range(cl: Cluster, imgs: ImageSet) -> None:
         )
     )
     assert code == INVALID and "cpuset_cpus" in details and len(details) < 300, details
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # validation, not work: fast even on a busy host
 
 
 def _bounding_set() -> int:

@@ -82,7 +82,7 @@ def test_hostile_pods_are_invalid_argument_before_anything_is_made(
     assert code == INVALID, details
     assert field in details and len(details) <= 300, details
     assert "internal error" not in details and "Traceback" not in details
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # validation, not work: fast even on a busy host
     assert_no_pods(shared_daemon)
     shared_daemon.runtime.Version(api.VersionRequest(), timeout=5)
 
