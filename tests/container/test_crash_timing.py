@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -155,23 +154,17 @@ def test_kill_between_create_and_start_leaves_it_created(crash: Crash) -> None:
 def test_kill_while_releasing_the_exec_fifo_leaves_it_created_not_exited_1(crash: Crash) -> None:
     """The daemon held the exec fifo open when it died, after runc init had opened it but before
     init wrote: init's write fails ("write exec fifo: broken pipe") and it exits 1 without
-    running the process. That is what the daemon's death leaves; this test makes it happen
-    deterministically (init stopped across our open and close) and kills the daemon there."""
+    running the process. This test leaves exactly that: the daemon is killed at the step, and
+    the fifo is opened and closed again while init, woken by the open, cannot run yet (it is
+    pinned to our CPU, where we run SCHED_FIFO until the close)."""
     crash.start_daemon(failpoints.START_AFTER_CREATE)
     pull(crash.daemon, crash.imgs.busybox_ref)
     cid = crash.container("exec sleep 1000")
-    future = crash.daemon.runtime.StartContainer.future(
-        api.StartContainerRequest(container_id=cid), timeout=60
-    )
-    crash.reached(failpoints.START_AFTER_CREATE)
+    crash.start_until(cid, failpoints.START_AFTER_CREATE)
     init = crash.pidfile(cid)
-    os.kill(init, signal.SIGSTOP)  # blocked in open(exec.fifo): completes, but cannot write yet
+    wait_for(lambda: _wchan(init) == "wait_for_partner", what="init blocked opening the fifo")
     fifo = os.path.join(crash.daemon.state, "oci", "runc", cid, "exec.fifo")
-    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
-    crash.daemon.kill9()
-    with pytest.raises(grpc.RpcError):
-        future.result()
-    os.kill(init, signal.SIGCONT)
+    _open_and_close_before(init, fifo)
     exit_file = os.path.join(crash.bundle(cid), "persist", "exit")
     wait_for(lambda: os.path.exists(exit_file), what="init's exit recorded")
     with open(exit_file) as f:
@@ -180,6 +173,26 @@ def test_kill_while_releasing_the_exec_fifo_leaves_it_created_not_exited_1(crash
     st = crash.status(cid)
     assert (st.state, st.exit_code) == (CREATED, 0), st
     _restarts_and_starts_again(crash, cid)
+
+
+def _open_and_close_before(pid: int, fifo: str) -> None:
+    """Opens and closes `fifo` for reading before `pid` (blocked opening it for writing) can
+    run again: its open then succeeds, and its write finds no reader."""
+    cpu = min(os.sched_getaffinity(0))
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(pid, {cpu})
+    os.sched_setaffinity(0, {cpu})
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    try:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.sched_setaffinity(0, mine)
+
+
+def _wchan(pid: int) -> str:
+    with open(f"/proc/{pid}/wchan") as f:
+        return f.read().strip()
 
 
 def test_kill_after_start_gives_running_with_its_pid_and_start_time(crash: Crash) -> None:
