@@ -14,31 +14,13 @@ import pytest
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.cgroups.cgroupfs import Cgroupfs
 from criruntime.cgroups.host import HostCgroups
+from tests.container.daemon_env import cgroup_file, cgroup_path
 from tests.kubelet.kuberuntime import Kubelet, Limits, Pod
 from tests.kubelet.node import Node
 
 RUNNING = api.ContainerState.CONTAINER_RUNNING
 SLEEP = ["sh", "-c", "exec sleep 1000"]
 HOST = HostCgroups.detect(Cgroupfs.detect())
-
-
-def cgroup_file(pid: int, controller: str, name: str) -> str:
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controller in controllers.split(","):
-                with open(f"/sys/fs/cgroup/{controller}{path}/{name}") as value:
-                    return value.read().strip()
-    raise AssertionError(f"{pid} has no {controller} cgroup")
-
-
-def cgroup_path(pid: int, controller: str) -> str:
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controller in controllers.split(","):
-                return path
-    raise AssertionError(f"{pid} has no {controller} cgroup")
 
 
 def oom_score_adj(pid: int) -> int:
