@@ -29,6 +29,7 @@ from criruntime.container.providers import (
 from criruntime.container.store import ContainerStore
 from criruntime.errors import InvalidArgument, NotFound
 from criruntime.oci import runtime as oci
+from criruntime.oci.selection import RuntimeSet
 from criruntime.store.db import Database
 
 if TYPE_CHECKING:
@@ -57,16 +58,16 @@ class ContainerService:
         pods: PodLookup,
         images: ImageLookup,
         exec_output_limit: int = DEFAULT_EXEC_OUTPUT_LIMIT,
+        runtimes: RuntimeSet | None = None,
     ) -> None:
+        self.runtime_set = runtimes if runtimes is not None else RuntimeSet.open(config)
+        config = self.runtime_set.resolve(config)
         self.config = config
         self.store = ContainerStore(db)
         self.pods = pods
         self.images = images
         self.exec_output_limit = exec_output_limit
-        self.runtimes = {
-            name: oci.OciRuntime(name, handler.path, config.state)
-            for name, handler in config.runtimes.items()
-        }
+        self.runtimes = self.runtime_set.handlers
         self.bundles_dir = os.path.join(config.state, "containers")
         self.storage_root = os.path.join(config.root, "containers")
         os.makedirs(self.bundles_dir, mode=0o711, exist_ok=True)
@@ -84,7 +85,12 @@ class ContainerService:
 
     @classmethod
     def wired(
-        cls, config: Config, db: Database, sandboxes: SandboxService, images: ImageService
+        cls,
+        config: Config,
+        db: Database,
+        sandboxes: SandboxService,
+        images: ImageService,
+        runtimes: RuntimeSet,
     ) -> ContainerService:
         """Built on the real pod and image services; registers the pod-teardown hooks."""
 
@@ -112,7 +118,7 @@ class ContainerService:
                 repo_digests=list(record.repo_digests),
             )
 
-        service = cls(config, db, pods=pod_lookup, images=image_lookup)
+        service = cls(config, db, pods=pod_lookup, images=image_lookup, runtimes=runtimes)
         sandboxes.stop_containers = service.stop_pod_containers
         sandboxes.remove_containers = service.remove_pod_containers
         return service

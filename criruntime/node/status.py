@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.config import Config
@@ -57,7 +58,10 @@ def _handlers(config: Config) -> list[api.RuntimeHandler]:
 
 
 def status(
-    request: api.StatusRequest, config: Config, settings: SettingsStore
+    request: api.StatusRequest,
+    config: Config,
+    settings: SettingsStore,
+    runtimes: dict[str, Any] | None = None,
 ) -> api.StatusResponse:
     network, cni_info = _network_condition(config)
     response = api.StatusResponse(
@@ -70,4 +74,6 @@ def status(
         response.info["config"] = json.dumps(config.to_dict())
         response.info["cniconfig"] = cni_info
         response.info["podCIDR"] = json.dumps(settings.get(POD_CIDR_KEY))
+        if runtimes is not None:  # which handler is the default and why, where each one runs
+            response.info["runtimes"] = json.dumps(runtimes)
     return response

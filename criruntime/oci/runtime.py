@@ -36,6 +36,7 @@ from typing import Any
 
 from criruntime.child import Child, readable
 from criruntime.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unknown
+from criruntime.oci.mountns import PrivateMountNamespace
 
 log = logging.getLogger("criruntime.oci")
 
@@ -220,9 +221,19 @@ def lost_exit(bundle: str, pid: int) -> ExitStatus | None:
 class OciRuntime:
     """One runtime handler: a runc-compatible binary with its own state root."""
 
-    def __init__(self, handler: str, binary: str, state_dir: str, conmon: str = CONMON) -> None:
+    def __init__(
+        self,
+        handler: str,
+        binary: str,
+        state_dir: str,
+        conmon: str = CONMON,
+        namespace: PrivateMountNamespace | None = None,
+    ) -> None:
         self.handler = handler
         self.binary = binary
+        # Every child that runs the runtime (conmon included) starts in this mount namespace.
+        self.namespace = namespace
+        self._enter: list[str] = namespace.enter if namespace is not None else []
         # Each handler keeps its container state under our state dir, so two daemons (tests)
         # never see each other's containers and a runc/crun pair never share a root.
         self.root = os.path.join(state_dir, "oci", handler)
@@ -230,6 +241,12 @@ class OciRuntime:
         # PATH lookups, remembered once found (a missing binary is looked up again next time).
         self._binary_path: str | None = None
         self._conmon_resolved: str | None = None
+
+    @property
+    def cgroup_controllers(self) -> frozenset[str] | None:
+        """The v1 controllers this runtime can use, when it sees fewer than the daemon does
+        (in its private mount namespace); None when it sees the host's cgroups as they are."""
+        return self.namespace.controllers if self.namespace is not None else None
 
     def resolved_binary(self) -> str:
         if self._binary_path is None:
@@ -258,7 +275,9 @@ class OciRuntime:
     async def _run(
         self, *args: str, stdin: bytes | None = None, limit: float = COMMAND_TIMEOUT
     ) -> tuple[int, bytes, bytes]:
-        child = Child([self.resolved_binary(), "--root", self.root, *args], stdin=stdin)
+        child = Child(
+            [*self._enter, self.resolved_binary(), "--root", self.root, *args], stdin=stdin
+        )
         try:
             return await asyncio.wait_for(child.communicate(), limit)
         except TimeoutError:
@@ -297,6 +316,7 @@ class OciRuntime:
         if log_path:
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
         args = [
+            *self._enter,
             self._conmon_path(),
             "--api-version", "1",
             "--cid", container_id,
@@ -376,7 +396,9 @@ class OciRuntime:
     async def state(self, container_id: str) -> OciState | None:
         code, out, err = await self._run("state", container_id)
         if code != 0:
-            if _is_not_exist(_runtime_message(err or out)):
+            message = _runtime_message(err or out)
+            # crun names the file it misses in a record cut short (its state dir half gone).
+            if _is_not_exist(message) or os.path.join(self.root, container_id, "") in message:
                 return None
             raise OciError(f"{self.handler} state: {_runtime_message(err or out)}")
         data = json.loads(out)
@@ -464,7 +486,7 @@ class OciRuntime:
             os.write(spec_fd, json.dumps(process).encode())
             child = Child(
                 [
-                    self.resolved_binary(), "--root", self.root,
+                    *self._enter, self.resolved_binary(), "--root", self.root,
                     "exec", "--process", f"/proc/self/fd/{spec_fd}", "--pid-file", pid_file,
                     container_id,
                 ],

@@ -30,7 +30,9 @@ class RuntimeServicer(SandboxRpcs, ContainerRpcs, api_grpc.RuntimeServiceService
         return version.version()
 
     async def Status(self, request: api.StatusRequest, context: Context) -> api.StatusResponse:
-        return status.status(request, self._s.config, self._s.settings)
+        return status.status(
+            request, self._s.config, self._s.settings, self._s.containers.runtime_set.info()
+        )
 
     async def RuntimeConfig(
         self, request: api.RuntimeConfigRequest, context: Context

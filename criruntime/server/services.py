@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from criruntime.config import Config
 from criruntime.container.service import ContainerService
 from criruntime.image.service import ImageService
+from criruntime.oci.selection import RuntimeSet
 from criruntime.sandbox.service import SandboxService
 from criruntime.store.db import Database
 from criruntime.store.settings import SettingsStore
@@ -24,6 +25,9 @@ class Services:
 
     @classmethod
     def open(cls, config: Config) -> Services:
+        # The default runtime handler is settled first: every service sees it in the config.
+        runtimes = RuntimeSet.open(config)
+        config = runtimes.resolve(config)
         db = Database(os.path.join(config.root, "criruntime.db"))
         settings = SettingsStore(db)
         sandboxes = SandboxService(config, db, settings)
@@ -34,7 +38,7 @@ class Services:
             settings=settings,
             image=image,
             sandboxes=sandboxes,
-            containers=ContainerService.wired(config, db, sandboxes, image),
+            containers=ContainerService.wired(config, db, sandboxes, image, runtimes),
         )
 
     async def close(self) -> None:
@@ -42,3 +46,4 @@ class Services:
         await self.containers.settle()
         await self.image.close()
         self.db.close()
+        self.containers.runtime_set.close()

@@ -1,7 +1,8 @@
 """Containers end to end through the real daemon: images pulled from a docker-registry on
-127.0.0.1, host-network pods, runc under conmon. Most tests share one daemon (one pull); the
-kill -9 and image-removal tests get their own. Every test removes what it made via RPC, and a
-last-resort cleanup kills leftovers by the PIDs conmon recorded."""
+127.0.0.1, host-network pods, crun and runc under conmon (each test runs on both). Most tests
+share one daemon (one pull); the kill -9 and image-removal tests get their own. Every test
+removes what it made via RPC, and a last-resort cleanup kills leftovers by the PIDs conmon
+recorded."""
 
 from __future__ import annotations
 
@@ -71,8 +72,8 @@ def shared(imgs: ImageSet) -> Iterator[Daemon]:
 
 
 @pytest.fixture
-def cl(shared: Daemon) -> Iterator[Cluster]:
-    cluster = Cluster(shared)
+def cl(shared: Daemon, handler: str) -> Iterator[Cluster]:
+    cluster = Cluster(shared, handler)
     try:
         yield cluster
     finally:
@@ -80,10 +81,10 @@ def cl(shared: Daemon) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def own(make_daemon: Callable[..., Daemon], imgs: ImageSet) -> Iterator[Cluster]:
+def own(make_daemon: Callable[..., Daemon], imgs: ImageSet, handler: str) -> Iterator[Cluster]:
     """A daemon of the test's own, busybox pulled."""
     d = make_daemon()
-    cluster = Cluster(d)
+    cluster = Cluster(d, handler)
     try:
         pull(d, imgs.busybox_ref)
         yield cluster
@@ -381,7 +382,7 @@ def test_bad_input_gives_clear_codes_and_leaks_nothing(cl: Cluster, imgs: ImageS
     st = cl.status(broken).status
     assert (st.state, st.exit_code, st.reason) == (EXITED, 128, "StartError")
     assert "/no/such/binary" in st.message and st.started_at == 0 and st.finished_at > 0
-    assert os.listdir(os.path.join(d.state, "oci", "runc")) == []
+    assert os.listdir(os.path.join(d.state, "oci", cl.handler)) == []
     code, _ = code_of(lambda: cl.start(broken))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     cl.remove(broken)
