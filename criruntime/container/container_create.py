@@ -29,7 +29,7 @@ from criruntime.container.spec import ContainerSpecBuilder, SpecInputs
 from criruntime.container.user import resolve_user
 from criruntime.errors import FailedPrecondition, InvalidArgument, NotFound
 from criruntime.oci import features
-from criruntime.oci.runtime import BundlePaths
+from criruntime.oci.runtime import BundlePaths, release_mounts
 
 log = logging.getLogger("criruntime.container")
 
@@ -151,6 +151,8 @@ async def create_container(
         ).build()
         for warning in built.warnings:
             log.warning("container %s: %s", container_id[:12], warning)
+        undo.callback(release_mounts, bundle)
+        await loop.run_in_executor(None, runtime.stage_mounts, built.spec, bundle)
         write_spec(paths.config, built.spec)
         container = container.replace(
             state=ContainerState.CREATED,

@@ -185,6 +185,9 @@ class ContainerService:
             target = oci.BundlePaths(container.bundle_dir).rootfs
             if rootfs.mounted(target):
                 await asyncio.get_running_loop().run_in_executor(None, rootfs.unmount, target)
+            await asyncio.get_running_loop().run_in_executor(
+                None, oci.release_mounts, container.bundle_dir
+            )
 
     def _reap_task(self, container: Container) -> asyncio.Task[None]:
         """One reap at a time per container: a status refresh and a stop that both see the exit
@@ -288,6 +291,7 @@ def _delete_trees(paths: list[str]) -> None:
     that will not go is logged and left to the next recovery (the trash is emptied then)."""
     for path in paths:
         rootfs.unmount(oci.BundlePaths(path).rootfs)
+        oci.release_mounts(path)  # never delete through a bind onto a host path
         try:
             rootfs.remove_dirs(path)
         except OSError as e:

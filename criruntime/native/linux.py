@@ -21,6 +21,7 @@ MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_BIND = 0x1000
+MS_REC = 0x4000
 MS_SHARED = 0x100000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
@@ -77,6 +78,11 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
 
 def bind_mount(source: str, target: str) -> None:
     mount(source, target, None, MS_BIND, None)
+
+
+def rbind_mount(source: str, target: str) -> None:
+    """A bind of `source` with every mount below it."""
+    mount(source, target, None, MS_BIND | MS_REC, None)
 
 
 def make_shared(target: str) -> None:

@@ -19,11 +19,13 @@ copied once would never see the mounts the daemon makes later):
   sandboxes/<id>/), is made a shared mount before the namespace is copied (a bind on itself
   when it is not a mount point yet, as `ip netns` does for /run/netns). Its copy in the
   namespace is a peer, so mounts and unmounts made there on the host appear in it at once.
-- Volumes (host paths) are seen as the host saw them when the namespace was made, plus what
-  propagates into them: a host mount that is shared is a peer in the namespace too, so
-  `HostToContainer` (rslave) and `Bidirectional` (rshared) behave as with runc, which on a
-  private host mount propagates nothing either. A private host mount made after start-up
-  outside the state dir is not seen (see ensure_visible).
+- Volumes and other host paths outside the state dir (a kubelet tmpfs may be mounted there
+  after the namespace was made) are bound recursively, on the host, under the container's
+  bundle at create (stage_binds); the spec names those binds, which reach the namespace as
+  above. A bind of a shared host mount joins its peer group, so `HostToContainer` (rslave)
+  sees mounts made later below the host path and `Bidirectional` (rshared) sends the
+  container's mounts back to it, as with runc; on a private host path neither runtime
+  propagates anything to the host path. The binds go at reap, before any dir is deleted.
 - Nothing is mounted in the namespace by the daemon; crun mounts only inside the container's
   own namespace. The host keeps its cgroup mounts; at a clean stop the state dir's bind is
   undone when nothing is mounted under it any more.
@@ -37,6 +39,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 from criruntime.errors import FailedPrecondition
 from criruntime.native import linux
@@ -149,6 +152,48 @@ def unshare_dir(path: str) -> None:
         os.unlink(marker)
     with contextlib.suppress(OSError):
         linux.umount(path, detach=True)
+
+
+def stage_binds(mounts: list[dict[str, Any]], shared_dir: str, staging_dir: str) -> None:
+    """Points the spec's bind mounts from outside `shared_dir` at binds of their sources under
+    `staging_dir` (itself under `shared_dir`), made here on the host: so the runtime, in its
+    namespace, sees each host path as it is now, with the mounts below it, however late they
+    were made. The binds are recursive, so what propagates into a source propagates on."""
+    os.makedirs(staging_dir, mode=0o700, exist_ok=True)
+    for index, mount in enumerate(mounts):
+        source = str(mount.get("source", ""))
+        if mount.get("type") != "bind" or not source.startswith("/"):
+            continue
+        if source == shared_dir or source.startswith(shared_dir + "/"):
+            continue  # already reaches the namespace
+        target = os.path.join(staging_dir, str(index))
+        if os.path.isdir(source):
+            os.mkdir(target, 0o700)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        linux.rbind_mount(source, target)
+        mount["source"] = target
+
+
+def release_binds(staging_dir: str) -> None:
+    """Undoes stage_binds (each bind with all below it); nothing staged is fine."""
+    try:
+        names = os.listdir(staging_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        target = os.path.join(staging_dir, name)
+        while _is_mount_point(target):
+            try:
+                linux.umount(target, detach=True)
+            except OSError:
+                break
+
+
+def _is_mount_point(path: str) -> bool:
+    # os.path.ismount misses a bind from the same filesystem; a file bind has no parent dir
+    # semantics either. The mount table says it for both.
+    return any(m.mount_point == path for m in read_mounts())
 
 
 # The child that makes the namespace: it reports, then waits for stdin to close, so that the

@@ -36,6 +36,7 @@ from typing import Any
 
 from criruntime.child import Child, readable
 from criruntime.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unknown
+from criruntime.oci import mountns
 from criruntime.oci.mountns import PrivateMountNamespace
 
 log = logging.getLogger("criruntime.oci")
@@ -149,6 +150,12 @@ class BundlePaths:
         self.exit_file = os.path.join(bundle, "persist", "exit")
         self.oom_file = os.path.join(bundle, "persist", "oom")
         self.conmon_log = os.path.join(bundle, "conmon.log")
+        self.binds = os.path.join(bundle, "binds")  # host paths bound for a namespaced runtime
+
+
+def release_mounts(bundle: str) -> None:
+    """Undoes stage_mounts for the container of `bundle` (any handler); blocking."""
+    mountns.release_binds(BundlePaths(bundle).binds)
 
 
 def read_exit_status(bundle: str) -> ExitStatus | None:
@@ -263,6 +270,14 @@ class OciRuntime:
         if self._conmon_resolved is None:
             raise FailedPrecondition(f"conmon ({self.conmon!r}) is not installed")
         return self._conmon_resolved
+
+    def stage_mounts(self, spec: dict[str, Any], bundle: str) -> None:
+        """Makes the spec's host paths reach a runtime in its own mount namespace (mountns.py);
+        nothing to do for one on the host's. Undo with release_mounts. Blocking: mounts."""
+        if self.namespace is not None:
+            mountns.stage_binds(
+                spec.get("mounts") or [], self.namespace.shared_dir, BundlePaths(bundle).binds
+            )
 
     def has_state(self, container_id: str) -> bool:
         """Whether the runtime keeps a record of the container (runc and crun both keep one
@@ -439,7 +454,7 @@ class OciRuntime:
         """Drops what conmon and an aborted start left in the bundle (pid files, exit file,
         fifos, sockets, its log), keeping config.json and the rootfs mount point, so the
         container can be started afresh. Call only once conmon is gone."""
-        keep = {"config.json", "rootfs"}
+        keep = {"config.json", "rootfs", "binds"}  # mount points: never deleted through
         with os.scandir(bundle) as entries:
             for entry in entries:
                 if entry.name in keep:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -160,6 +161,43 @@ def test_exec_sync(cl: Cluster, imgs: ImageSet) -> None:
     assert r.exit_code == 0
     assert len(r.stdout) == len(r.stderr) and r.stdout.strip(b"\0") == b""
     assert 16 * 1024 * 1024 - 4096 < len(r.stdout) + len(r.stderr) < 16 * 1024 * 1024
+
+
+def test_volumes_are_seen_as_the_host_sees_them_now(cl: Cluster, imgs: ImageSet) -> None:
+    """A volume on a mount made after the daemon started (kubelet's tmpfs for a secret) shows
+    its content on both handlers, crun's private mount namespace included; with
+    HostToContainer, a mount made later below a shared host path reaches the running
+    container. Removing the container leaves the host path and its content alone."""
+    source = tempfile.mkdtemp(prefix="crir-vol-")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", source], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", source], check=True)
+        with open(os.path.join(source, "secret"), "w") as f:
+            f.write("s3cret")
+        pod = cl.run_pod()
+        mounts = [
+            api.Mount(container_path="/vol", host_path=source,
+                      propagation=api.MountPropagation.PROPAGATION_HOST_TO_CONTAINER),
+            api.Mount(container_path="/file", host_path=os.path.join(source, "secret"),
+                      readonly=True),
+        ]  # fmt: skip
+        cid = cl.run(pod, container_config(imgs.busybox_ref, mounts=mounts, **SLEEP))
+        assert cl.exec(cid, "cat", "/vol/secret").stdout == b"s3cret"
+        assert cl.exec(cid, "cat", "/file").stdout == b"s3cret"
+        late = os.path.join(source, "late")
+        os.mkdir(late)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", late], check=True)
+        with open(os.path.join(late, "x"), "w") as f:
+            f.write("late")
+        wait_for(lambda: cl.exec(cid, "cat", "/vol/late/x").stdout == b"late",
+                 what="a later host mount seen in the container")  # fmt: skip
+        cl.remove(cid)
+        with open(os.path.join(source, "secret")) as f:
+            assert f.read() == "s3cret"
+        assert mounts_under(os.path.join(cl.daemon.state, "containers")) == []
+    finally:
+        subprocess.run(["umount", "-R", source], check=False)
+        os.rmdir(source)
 
 
 def test_stop_exit_codes_and_remove(cl: Cluster, imgs: ImageSet) -> None:
