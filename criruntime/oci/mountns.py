@@ -159,7 +159,6 @@ def stage_binds(mounts: list[dict[str, Any]], shared_dir: str, staging_dir: str)
     `staging_dir` (itself under `shared_dir`), made here on the host: so the runtime, in its
     namespace, sees each host path as it is now, with the mounts below it, however late they
     were made. The binds are recursive, so what propagates into a source propagates on."""
-    os.makedirs(staging_dir, mode=0o700, exist_ok=True)
     for index, mount in enumerate(mounts):
         source = str(mount.get("source", ""))
         if mount.get("type") != "bind" or not source.startswith("/"):
@@ -167,6 +166,7 @@ def stage_binds(mounts: list[dict[str, Any]], shared_dir: str, staging_dir: str)
         if source == shared_dir or source.startswith(shared_dir + "/"):
             continue  # already reaches the namespace
         target = os.path.join(staging_dir, str(index))
+        os.makedirs(staging_dir, mode=0o700, exist_ok=True)
         if os.path.isdir(source):
             os.mkdir(target, 0o700)
         else:
