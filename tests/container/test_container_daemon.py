@@ -200,6 +200,36 @@ def test_volumes_are_seen_as_the_host_sees_them_now(cl: Cluster, imgs: ImageSet)
         os.rmdir(source)
 
 
+def test_bidirectional_mounts_reach_the_host(cl: Cluster, imgs: ImageSet) -> None:
+    """A mount a privileged container makes under a Bidirectional volume shows on the host
+    path, as with runc: crun's private namespace passes it back through the staged bind."""
+    source = tempfile.mkdtemp(prefix="crir-bidi-")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", source], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", source], check=True)
+        os.mkdir(os.path.join(source, "inner"))
+        privileged = api.LinuxSandboxSecurityContext(privileged=True)
+        pod = cl.run_pod(host_pod_config(
+            cl.daemon, linux=api.LinuxPodSandboxConfig(security_context=privileged)))  # fmt: skip
+        bidirectional = api.MountPropagation.PROPAGATION_BIDIRECTIONAL
+        mounts = [api.Mount(container_path="/vol", host_path=source, propagation=bidirectional)]
+        security = api.LinuxContainerSecurityContext(privileged=True)
+        cid = cl.run(pod, container_config(
+            imgs.busybox_ref, mounts=mounts,
+            linux=api.LinuxContainerConfig(security_context=security), **SLEEP))  # fmt: skip
+        r = cl.exec(
+            cid, "sh", "-c", "busybox mount -t tmpfs tmpfs /vol/inner && echo x > /vol/inner/f"
+        )
+        assert r.exit_code == 0, r.stderr
+        inner = os.path.join(source, "inner")
+        wait_for(lambda: os.path.exists(os.path.join(inner, "f")), what="the mount on the host")
+        assert inner in mounts_under(source)
+        cl.remove(cid)
+    finally:
+        subprocess.run(["umount", "-R", source], check=False)
+        os.rmdir(source)
+
+
 def test_stop_exit_codes_and_remove(cl: Cluster, imgs: ImageSet) -> None:
     pod = cl.run_pod()
     ref = imgs.busybox_ref
