@@ -306,12 +306,15 @@ class OciRuntime:
 
     # ---- running the runtime binary ------------------------------------------------------------
 
+    def argv(self, *args: str) -> list[str]:
+        """The command line of one runtime call (`exec ...`, `kill ...`), in the runtime's
+        mount namespace when it has one: every caller that runs the runtime starts from here."""
+        return [*self._enter, self.resolved_binary(), "--root", self.root, *args]
+
     async def _run(
         self, *args: str, stdin: bytes | None = None, limit: float = COMMAND_TIMEOUT
     ) -> tuple[int, bytes, bytes]:
-        child = Child(
-            [*self._enter, self.resolved_binary(), "--root", self.root, *args], stdin=stdin
-        )
+        child = Child(self.argv(*args), stdin=stdin)
         try:
             return await asyncio.wait_for(child.communicate(), limit)
         except TimeoutError:
@@ -524,11 +527,10 @@ class OciRuntime:
         try:
             os.write(spec_fd, json.dumps(process).encode())
             child = Child(
-                [
-                    *self._enter, self.resolved_binary(), "--root", self.root,
+                self.argv(
                     "exec", "--process", f"/proc/self/fd/{spec_fd}", "--pid-file", pid_file,
                     container_id,
-                ],
+                ),
                 pass_fds=(spec_fd,),
             )  # fmt: skip
         finally:

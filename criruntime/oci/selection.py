@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from criruntime.config import AUTO_RUNTIME, Config
+from criruntime.errors import FailedPrecondition
 from criruntime.oci import mountns
 from criruntime.oci.runtime import OciRuntime
 
@@ -46,7 +47,12 @@ class RuntimeSet:
             _needs_private_namespace(h.path) and shutil.which(h.path)
             for h in config.runtimes.values()
         ):
-            namespace = mountns.PrivateMountNamespace.prepare(hidden, config.state)
+            try:
+                namespace = mountns.PrivateMountNamespace.prepare(hidden, config.state)
+            except (FailedPrecondition, OSError) as e:
+                # crun then fails on this host as it would alone; its probe says so, and
+                # the default falls back to runc.
+                log.warning("no private mount namespace for crun: %s", e)
         handlers = {
             name: OciRuntime(
                 name,
@@ -103,8 +109,8 @@ def probe(runtime: OciRuntime) -> str | None:
     """Runs a throwaway container (`/usr/bin/true` over a read-only bind of the host's /usr,
     with memory and pids limits) to its exit; None when that worked, else what went wrong."""
     try:
-        binary = runtime.resolved_binary()
-    except Exception as e:
+        runtime.resolved_binary()
+    except FailedPrecondition as e:
         return str(e)
     token = secrets.token_hex(6)
     bundle = os.path.join(runtime.root, f".probe-{token}")
@@ -116,8 +122,7 @@ def probe(runtime: OciRuntime) -> str | None:
             os.symlink(f"usr/{name}", os.path.join(bundle, "rootfs", name))
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(_probe_spec(cgroup), f)
-        argv = [*(runtime.namespace.enter if runtime.namespace else [])]
-        argv += [binary, "--root", runtime.root, "run", "--bundle", bundle, f"probe-{token}"]
+        argv = runtime.argv("run", "--bundle", bundle, f"probe-{token}")
         try:
             done = subprocess.run(
                 argv, capture_output=True, timeout=_PROBE_TIMEOUT, stdin=subprocess.DEVNULL
