@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -16,6 +17,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from criruntime.cgroups.cgroupfs import Cgroupfs
+from criruntime.cgroups.host import HostCgroups
 from criruntime.config import Config
 from criruntime.container import rootfs
 from criruntime.container.model import Container, ContainerState
@@ -57,12 +60,16 @@ class ContainerService:
         *,
         pods: PodLookup,
         images: ImageLookup,
+        host_cgroups: HostCgroups | None = None,
         exec_output_limit: int = DEFAULT_EXEC_OUTPUT_LIMIT,
         runtimes: RuntimeSet | None = None,
     ) -> None:
         self.runtime_set = runtimes if runtimes is not None else RuntimeSet.open(config)
         config = self.runtime_set.resolve(config)
         self.config = config
+        self.host_cgroups = host_cgroups or HostCgroups.detect(
+            Cgroupfs.detect(), config.cgroups.tolerate_missing_hugetlb_controller
+        )
         self.store = ContainerStore(db)
         self.pods = pods
         self.images = images
@@ -118,7 +125,14 @@ class ContainerService:
                 repo_digests=list(record.repo_digests),
             )
 
-        service = cls(config, db, pods=pod_lookup, images=image_lookup, runtimes=runtimes)
+        service = cls(
+            config,
+            db,
+            pods=pod_lookup,
+            images=image_lookup,
+            host_cgroups=sandboxes.host_cgroups,
+            runtimes=runtimes,
+        )
         sandboxes.stop_containers = service.stop_pod_containers
         sandboxes.remove_containers = service.remove_pod_containers
         return service
@@ -132,6 +146,16 @@ class ContainerService:
             known = ", ".join(sorted(self.runtimes))
             raise InvalidArgument(f"unknown runtime handler {handler!r} (configured: {known})")
         return runtime
+
+    def host_cgroups_for(self, runtime: oci.OciRuntime) -> HostCgroups:
+        """The host cgroup rule as it applies to one runtime handler: a runtime that sees fewer
+        controllers than the host has (crun in its private mount namespace) gets those only."""
+        seen = runtime.cgroup_controllers
+        if seen is None:
+            return self.host_cgroups
+        return dataclasses.replace(
+            self.host_cgroups, controllers=self.host_cgroups.controllers & seen
+        )
 
     def bundle_dir(self, container_id: str) -> str:
         return os.path.join(self.bundles_dir, container_id)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.cgroups.host import HostCgroups
 from criruntime.config import Config
 from criruntime.network import cni_config
 from criruntime.node.runtime_config import POD_CIDR_KEY
@@ -61,6 +62,7 @@ def status(
     request: api.StatusRequest,
     config: Config,
     settings: SettingsStore,
+    cgroups: HostCgroups,
     runtimes: dict[str, Any] | None = None,
 ) -> api.StatusResponse:
     network, cni_info = _network_condition(config)
@@ -74,6 +76,7 @@ def status(
         response.info["config"] = json.dumps(config.to_dict())
         response.info["cniconfig"] = cni_info
         response.info["podCIDR"] = json.dumps(settings.get(POD_CIDR_KEY))
+        response.info["cgroups"] = json.dumps(cgroups.describe())
         if runtimes is not None:  # which handler is the default and why, where each one runs
             response.info["runtimes"] = json.dumps(runtimes)
     return response

@@ -50,7 +50,7 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 _PREPARE_TIMEOUT = 10.0
 # The marker left in a dir this module bound onto itself, so a later daemon (after a kill -9)
 # knows the bind is its to undo.
-_BIND_MARKER = ".criruntime-shared"
+BIND_MARKER = ".criruntime-shared"
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def share_dir(path: str) -> None:
     if mount is None:
         linux.bind_mount(path, path)
         mount = _mount_at(read_mounts(), path)
-        with open(os.path.join(path, _BIND_MARKER), "w") as f:
+        with open(os.path.join(path, BIND_MARKER), "w") as f:
             f.write(mount.root if mount else "")
     if mount is None or not mount.shared:
         linux.make_shared(path)
@@ -140,7 +140,7 @@ def unshare_dir(path: str) -> None:
     lock, the socket) stay valid: the bind shows the same directory."""
     mounts = read_mounts()
     mount = _mount_at(mounts, path)
-    marker = os.path.join(path, _BIND_MARKER)
+    marker = os.path.join(path, BIND_MARKER)
     try:
         with open(marker) as f:
             ours = mount is not None and f.read() == mount.root

@@ -11,6 +11,7 @@ import os
 import random
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import grpc
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.oci import mountns
 from tests.conftest import Daemon
 
 REFERENCE_PLUGINS = "/usr/lib/cni"
@@ -110,6 +112,20 @@ class PodNet:
             subprocess.run(["ip", "link", "del", self.bridge], check=False)
 
 
+# Executables stand-ins: cni_config requires every plugin in bin_dirs (as libcni does), even
+# though the daemon runs these types in-process.
+_WRAPPER = "#!{python}\nfrom cni._skel import main_for\nmain_for({name!r})\n"
+
+
+def install_own(daemon: Daemon, *names: str) -> None:
+    """The project's own plugins (criruntime-bridge, ...) in the daemon's CNI bin dir."""
+    for name in names:
+        path = os.path.join(daemon.cni_bin_dir, name)
+        with open(path, "w") as f:
+            f.write(_WRAPPER.format(python=sys.executable, name=name))
+        os.chmod(path, stat.S_IRWXU)
+
+
 def remove_all_pods(daemon: Daemon) -> None:
     if daemon.channel is None or daemon.proc is None or daemon.proc.poll() is not None:
         return
@@ -122,13 +138,23 @@ def remove_all_pods(daemon: Daemon) -> None:
 
 
 def mounts_under(prefix: str) -> list[str]:
+    """Mounts at or below `prefix`, but for a running daemon's state dir itself: the daemon
+    keeps it bound onto itself as a shared mount, for crun's mount namespace (it leaves the
+    marker criruntime/oci/mountns.py names); whatever is mounted below it counts."""
     with open("/proc/self/mounts") as f:
-        return [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+        points = [line.split()[1] for line in f]
+    return [
+        p
+        for p in points
+        if p.startswith(prefix) and not os.path.exists(os.path.join(p, mountns.BIND_MARKER))
+    ]
 
 
 def force_cleanup(base: str) -> None:
     """Last resort after a failed test: unmount anything left under the daemon's dirs."""
-    for path in sorted(mounts_under(base), reverse=True):
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f if line.split()[1].startswith(base)]
+    for path in sorted(points, reverse=True):
         subprocess.run(["umount", "-l", path], check=False)
 
 
