@@ -27,18 +27,23 @@ class Services:
     def open(cls, config: Config) -> Services:
         # The default runtime handler is settled first: every service sees it in the config.
         runtimes = RuntimeSet.open(config)
-        config = runtimes.resolve(config)
-        db = Database(os.path.join(config.root, "criruntime.db"))
-        settings = SettingsStore(db)
-        sandboxes = SandboxService(config, db, settings)
-        image = ImageService(config, db)
+        try:
+            config = runtimes.resolve(config)
+            db = Database(os.path.join(config.root, "criruntime.db"))
+            settings = SettingsStore(db)
+            sandboxes = SandboxService(config, db, settings)
+            image = ImageService(config, db)
+            containers = ContainerService.wired(config, db, sandboxes, image, runtimes)
+        except BaseException:
+            runtimes.close()  # a start-up that fails leaves no mount behind
+            raise
         return cls(
             config=config,
             db=db,
             settings=settings,
             image=image,
             sandboxes=sandboxes,
-            containers=ContainerService.wired(config, db, sandboxes, image, runtimes),
+            containers=containers,
         )
 
     async def close(self) -> None:
