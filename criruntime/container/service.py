@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from criruntime.cgroups.cgroupfs import Cgroupfs
+from criruntime.cgroups.stats import CpuRates
 from criruntime.config import Config
 from criruntime.container import rootfs
 from criruntime.container.model import Container, ContainerState
@@ -57,12 +59,15 @@ class ContainerService:
         pods: PodLookup,
         images: ImageLookup,
         exec_output_limit: int = DEFAULT_EXEC_OUTPUT_LIMIT,
+        cgroupfs: Cgroupfs | None = None,
     ) -> None:
         self.config = config
         self.store = ContainerStore(db)
         self.pods = pods
         self.images = images
         self.exec_output_limit = exec_output_limit
+        self.cgroupfs = cgroupfs or Cgroupfs.detect()
+        self.cpu_rates = CpuRates()  # the previous CPU sample of each container's cgroup
         self.runtimes = {
             name: oci.OciRuntime(name, handler.path, config.state)
             for name, handler in config.runtimes.items()
@@ -112,7 +117,9 @@ class ContainerService:
                 repo_digests=list(record.repo_digests),
             )
 
-        service = cls(config, db, pods=pod_lookup, images=image_lookup)
+        service = cls(
+            config, db, pods=pod_lookup, images=image_lookup, cgroupfs=sandboxes.cgroupfs
+        )
         sandboxes.stop_containers = service.stop_pod_containers
         sandboxes.remove_containers = service.remove_pod_containers
         return service

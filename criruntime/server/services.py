@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 from criruntime.config import Config
+from criruntime.container.container_stats_list import stats_by_pod
 from criruntime.container.service import ContainerService
 from criruntime.image.service import ImageService
 from criruntime.sandbox.service import SandboxService
@@ -28,13 +30,15 @@ class Services:
         settings = SettingsStore(db)
         sandboxes = SandboxService(config, db, settings)
         image = ImageService(config, db)
+        containers = ContainerService.wired(config, db, sandboxes, image)
+        sandboxes.container_stats = functools.partial(stats_by_pod, containers)
         return cls(
             config=config,
             db=db,
             settings=settings,
             image=image,
             sandboxes=sandboxes,
-            containers=ContainerService.wired(config, db, sandboxes, image),
+            containers=containers,
         )
 
     async def close(self) -> None:
