@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -66,10 +67,11 @@ def cl(shared: Daemon) -> Iterator[Cluster]:
 
 def stats(cl: Cluster, cid: str) -> api.ContainerStats:
     response = cl.rt.ContainerStats(api.ContainerStatsRequest(container_id=cid), timeout=10)
-    return response.stats
+    stats: api.ContainerStats = response.stats
+    return stats
 
 
-def listed(cl: Cluster, **f: object) -> dict[str, api.ContainerStats]:
+def listed(cl: Cluster, **f: Any) -> dict[str, api.ContainerStats]:
     response = cl.rt.ListContainerStats(
         api.ListContainerStatsRequest(filter=api.ContainerStatsFilter(**f)), timeout=10
     )

@@ -4,6 +4,7 @@ pod's interfaces read inside its network namespace (CNI bridge network private t
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import grpc
 import pytest
@@ -34,10 +35,11 @@ def pod_stats(daemon: Daemon, pod_id: str) -> api.PodSandboxStats:
     response = daemon.runtime.PodSandboxStats(
         api.PodSandboxStatsRequest(pod_sandbox_id=pod_id), timeout=10
     )
-    return response.stats
+    stats: api.PodSandboxStats = response.stats
+    return stats
 
 
-def listed(daemon: Daemon, **f: object) -> dict[str, api.PodSandboxStats]:
+def listed(daemon: Daemon, **f: Any) -> dict[str, api.PodSandboxStats]:
     response = daemon.runtime.ListPodSandboxStats(
         api.ListPodSandboxStatsRequest(filter=api.PodSandboxStatsFilter(**f)), timeout=10
     )
@@ -82,8 +84,8 @@ def test_pod_figures_and_network(daemon: Daemon, podnet: PodNet) -> None:
 def test_list_filters_and_stopped_pods(daemon: Daemon) -> None:
     host = api.NamespaceOption(network=api.NamespaceMode.NODE, pid=api.NamespaceMode.CONTAINER)
     configs = [pod_config(labels={"n": str(i)}) for i in range(3)]
-    for c in configs:
-        c.linux.security_context.namespace_options.CopyFrom(host)
+    for config in configs:
+        config.linux.security_context.namespace_options.CopyFrom(host)
     a, b, c = (run_pod(daemon, config) for config in configs)
     try:
         assert {a, b, c} <= set(listed(daemon))
