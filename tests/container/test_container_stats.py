@@ -145,6 +145,16 @@ def test_list_filters_and_not_started(cl: Cluster, imgs: ImageSet) -> None:
     assert set(listed(cl, label_selector={"app": "y"})) == {created}
     assert listed(cl, label_selector={"app": "none"}) == {}
     assert stats(cl, running[:12]).attributes.id == running
+    # The Stream* variants answer the same for the same filter.
+    f = api.ContainerStatsFilter(pod_sandbox_id=pod_b)
+    streamed = cl.rt.StreamContainerStats(api.StreamContainerStatsRequest(filter=f), timeout=10)
+    assert [s.attributes.id for page in streamed for s in page.container_stats] == [created]
+    pages = cl.rt.StreamContainers(api.StreamContainersRequest(), timeout=10)
+    unary = cl.rt.ListContainers(api.ListContainersRequest(), timeout=10).containers
+    assert [c for page in pages for c in page.containers] == list(unary)
+    images = cl.daemon.image.StreamImages(api.StreamImagesRequest(), timeout=10)
+    listed_images = cl.daemon.image.ListImages(api.ListImagesRequest(), timeout=10).images
+    assert [i for page in images for i in page.images] == list(listed_images) != []
     cl.stop(running)
     exited = listed(cl)[running]  # exited: still listed, its cgroup is gone
     assert not exited.HasField("cpu")
