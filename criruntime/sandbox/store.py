@@ -104,8 +104,13 @@ class SandboxStore:
     def update(self, sandbox: PodSandbox) -> None:
         with self._db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE pods SET state = ?, data = ? WHERE id = ?",
-                (sandbox.state.value, json.dumps(sandbox.data()), sandbox.id),
+                "UPDATE pods SET state = ?, config = ?, data = ? WHERE id = ?",
+                (
+                    sandbox.state.value,
+                    _serialize_config(sandbox),
+                    json.dumps(sandbox.data()),
+                    sandbox.id,
+                ),
             )
             if cur.rowcount == 0:
                 raise NotFound(f"pod sandbox {sandbox.id!r} not found")
