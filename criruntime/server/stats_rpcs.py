@@ -8,7 +8,7 @@ from grpc import aio
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container import container_stats, container_stats_list
 from criruntime.errors import InvalidArgument
-from criruntime.sandbox import sandbox_stats
+from criruntime.sandbox import sandbox_metrics, sandbox_stats
 from criruntime.server.services import Services
 
 Context = aio.ServicerContext[object, object]
@@ -38,3 +38,13 @@ class StatsRpcs:
         self, request: api.ListPodSandboxStatsRequest, context: Context
     ) -> api.ListPodSandboxStatsResponse:
         return await sandbox_stats.list_pod_sandbox_stats(self._s.sandboxes, request)
+
+    async def ListMetricDescriptors(
+        self, request: api.ListMetricDescriptorsRequest, context: Context
+    ) -> api.ListMetricDescriptorsResponse:
+        return sandbox_metrics.list_metric_descriptors()
+
+    async def ListPodSandboxMetrics(
+        self, request: api.ListPodSandboxMetricsRequest, context: Context
+    ) -> api.ListPodSandboxMetricsResponse:
+        return await sandbox_metrics.list_pod_sandbox_metrics(self._s.sandboxes)

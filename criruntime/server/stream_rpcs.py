@@ -10,7 +10,7 @@ from grpc import aio
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container import container_events, container_list, container_stats_list
-from criruntime.sandbox import sandbox_list, sandbox_stats
+from criruntime.sandbox import sandbox_list, sandbox_metrics, sandbox_stats
 from criruntime.server.paging import pages
 from criruntime.server.services import Services
 
@@ -61,3 +61,10 @@ class StreamRpcs:
         )
         for page in pages(found.stats):
             yield api.StreamPodSandboxStatsResponse(pod_sandbox_stats=page)
+
+    async def StreamPodSandboxMetrics(
+        self, request: api.StreamPodSandboxMetricsRequest, context: Context
+    ) -> AsyncIterator[api.StreamPodSandboxMetricsResponse]:
+        found = await sandbox_metrics.list_pod_sandbox_metrics(self._s.sandboxes)
+        for page in pages(found.pod_metrics):
+            yield api.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=page)

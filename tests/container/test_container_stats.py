@@ -114,6 +114,16 @@ def test_figures_of_a_busy_container(cl: Cluster, imgs: ImageSet) -> None:
     assert layer.used_bytes.value >= MiB and layer.inodes_used.value >= 2  # /tmp, /tmp/blob
     assert layer.fs_id.mountpoint
     assert layer.timestamp >= before
+    # The same readings as cAdvisor-named metrics, per container within its pod.
+    found = cl.rt.ListPodSandboxMetrics(api.ListPodSandboxMetricsRequest(), timeout=10)
+    [pod_metrics] = [m for m in found.pod_metrics if m.pod_sandbox_id == pod]
+    [mine] = [c for c in pod_metrics.container_metrics if c.container_id == cid]
+    by_name = {m.name: m for m in mine.metrics}
+    cpu_seconds = by_name["container_cpu_usage_seconds_total"]
+    assert cpu_seconds.label_values[0] == "busy" and cpu_seconds.label_values[-1] == "total"
+    assert cpu_seconds.value.value >= cpu.usage_core_nano_seconds.value // 1_000_000_000
+    assert by_name["container_memory_working_set_bytes"].value.value >= 32 * MiB
+    assert by_name["container_fs_usage_bytes"].label_values[-1] == layer.fs_id.mountpoint
 
 
 def test_memory_limit_gives_available_bytes(cl: Cluster, imgs: ImageSet) -> None:

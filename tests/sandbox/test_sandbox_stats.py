@@ -107,3 +107,43 @@ def test_list_filters_and_stopped_pods(daemon: Daemon) -> None:
         with pytest.raises(grpc.RpcError) as e:
             pod_stats(daemon, pod_id)
         assert e.value.code() == code
+
+
+def test_metrics_under_cadvisor_names(daemon: Daemon, podnet: PodNet) -> None:
+    descriptors = daemon.runtime.ListMetricDescriptors(
+        api.ListMetricDescriptorsRequest(), timeout=10
+    ).descriptors
+    keys = {d.name: list(d.label_keys) for d in descriptors}
+    assert keys["container_cpu_usage_seconds_total"] == [
+        "container",
+        "id",
+        "namespace",
+        "pod",
+        "cpu",
+    ]
+    assert keys["container_network_receive_bytes_total"][-1] == "interface"
+    assert "container_memory_working_set_bytes" in keys
+    pod = run_pod(daemon, pod_config())
+    try:
+        found = daemon.runtime.ListPodSandboxMetrics(
+            api.ListPodSandboxMetricsRequest(), timeout=10
+        ).pod_metrics
+        [metrics] = [m for m in found if m.pod_sandbox_id == pod]
+        by_name = {m.name: m for m in metrics.metrics}
+        for m in metrics.metrics:
+            assert len(m.label_values) == len(keys[m.name]), m.name
+            assert m.timestamp > 0
+        rx = by_name["container_network_receive_bytes_total"]
+        assert rx.metric_type == api.MetricType.COUNTER
+        assert rx.label_values[-1] == "eth0" and rx.label_values[3] == pod_config_name(daemon, pod)
+        assert by_name["container_memory_working_set_bytes"].metric_type == api.MetricType.GAUGE
+        streamed = daemon.runtime.StreamPodSandboxMetrics(
+            api.StreamPodSandboxMetricsRequest(), timeout=10
+        )
+        assert pod in {m.pod_sandbox_id for page in streamed for m in page.pod_sandbox_metrics}
+    finally:
+        remove_pod(daemon, pod)
+
+
+def pod_config_name(daemon: Daemon, pod_id: str) -> str:
+    return str(status(daemon, pod_id).status.metadata.name)
