@@ -39,6 +39,7 @@ async def get_container_events(svc: ContainerService) -> AsyncIterator[api.Conta
     sub = svc.events.subscribe()  # before recovery runs: the changes it makes are events too
     try:
         await svc.ensure_recovered()
+        svc.watch_running()  # from now on, exits are events when they happen
         while True:
             yield await sub.next()
     finally:

@@ -76,6 +76,10 @@ class ContainerEvents:
 
     # ---- subscribers ------------------------------------------------------------------------
 
+    @property
+    def subscribed(self) -> bool:
+        return bool(self._subscribers)
+
     def subscribe(self) -> Subscription:
         sub = Subscription(self.capacity)
         self._subscribers.add(sub)

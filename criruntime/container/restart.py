@@ -46,8 +46,6 @@ async def recover(svc: ContainerService) -> None:
         log.exception("emptying the trash failed")
     for container in svc.store.list():
         await _recover_one(svc, container)
-    for container in svc.store.in_state(ContainerState.RUNNING):
-        svc.watch_exit(container)  # its exit becomes an event when it happens
     try:
         await _remove_orphans(svc)
     except Exception:

@@ -223,13 +223,19 @@ class ContainerService:
             self.events.changed(container_id, "", None)
             return
         self.events.changed(container_id, container.pod_id, container.state)
-        if container.state is ContainerState.RUNNING:
+        if container.state is ContainerState.RUNNING and self.events.subscribed:
+            self.watch_exit(container)
+
+    def watch_running(self) -> None:
+        """Watches every running container's exit (the first event subscriber asks for it)."""
+        for container in self.store.in_state(ContainerState.RUNNING):
             self.watch_exit(container)
 
     def watch_exit(self, container: Container) -> None:
         """Notices a running container's exit when it happens, as containerd's task monitor
         does, so its STOPPED event goes out then and not at the next List. One task per
-        container, asleep on a pidfd of its init (no polling)."""
+        container, asleep on a pidfd of its init (no polling); only while someone subscribes
+        to events (Evented PLEG is opt-in), else exits are seen at the next List or Status."""
         if container.pid <= 0 or container.id in self._watching:
             return
         try:

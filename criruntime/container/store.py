@@ -154,3 +154,8 @@ class ContainerStore:
             "SELECT * FROM containers WHERE state = ? ORDER BY created_at", (state.value,)
         )
         return [_from_row(r) for r in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many rows are in each state (for the metrics endpoint)."""
+        rows = self._db.query("SELECT state, COUNT(*) AS n FROM containers GROUP BY state")
+        return {str(r["state"]).lower(): int(r["n"]) for r in rows}

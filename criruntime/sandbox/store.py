@@ -118,3 +118,8 @@ class SandboxStore:
     def delete(self, sandbox_id: str) -> None:
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM pods WHERE id = ?", (sandbox_id,))
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many rows are in each state (for the metrics endpoint)."""
+        rows = self._db.query("SELECT state, COUNT(*) AS n FROM pods GROUP BY state")
+        return {str(r["state"]).lower(): int(r["n"]) for r in rows}

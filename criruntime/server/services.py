@@ -12,6 +12,7 @@ from criruntime.container.container_events import describe
 from criruntime.container.container_stats_list import stats_by_pod
 from criruntime.container.service import ContainerService
 from criruntime.image.service import ImageService
+from criruntime.observability import metrics
 from criruntime.sandbox.sandbox_status import to_status
 from criruntime.sandbox.service import SandboxService
 from criruntime.store.db import Database
@@ -41,6 +42,7 @@ class Services:
             return to_status(sandbox) if sandbox is not None else None
 
         containers.events.describe = functools.partial(describe, containers, pod_status)
+        metrics.count_states(sandboxes.store.count_by_state, containers.store.count_by_state)
         return cls(
             config=config,
             db=db,
