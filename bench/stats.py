@@ -31,6 +31,7 @@ from bench.container import _container, _pod, _remove_pods, _run_pod, monitor_pi
 from bench.harness import RuntimeUnderTest, Setup, Timing, containerd, criruntime, report
 from bench.sandbox import PAUSE_IMAGE, import_pause_image
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.cgroups.cgroupfs import Cgroupfs
 from tests.container.daemon_env import busybox_image
 from tests.image import images
 from tests.image.registry_env import start_registry
@@ -42,6 +43,8 @@ WARMUP = 3
 ROUND = 10.0  # seconds: kubelet's stats period
 ROUNDS = 6  # per runtime: 60 s of polling each
 _TICK = os.sysconf("SC_CLK_TCK")
+CGROUP_ROOT = f"/bench-kubepods-{os.getpid()}"
+HOST_CGROUPS = Cgroupfs.detect()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,10 +57,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def populate(rt: RuntimeUnderTest, image: str, logs: str) -> list[str]:
-    pod_ids: list[str] = []
+def populate(
+    rt: RuntimeUnderTest, image: str, logs: str, pod_ids: list[str], cgroups: list[str]
+) -> None:
+    """PODS pods as kubelet runs them, each in a pod cgroup made beforehand (containerd reads
+    pod stats from there and fails without one); both lists collect what to remove."""
     for p in range(PODS):
         config = _pod(logs, api.NamespaceMode.CONTAINER)
+        cgroup = f"{CGROUP_ROOT}/pod{config.metadata.uid}"
+        HOST_CGROUPS.create(cgroup)
+        cgroups.append(cgroup)
+        config.linux.cgroup_parent = cgroup
         pod = _run_pod(rt, config)
         pod_ids.append(pod)
         for c in range(CONTAINERS_PER_POD):
@@ -70,7 +80,6 @@ def populate(rt: RuntimeUnderTest, image: str, logs: str) -> list[str]:
                 timeout=60,
             ).container_id
             rt.runtime.StartContainer(api.StartContainerRequest(container_id=cid), timeout=60)
-    return pod_ids
 
 
 def list_latencies(runtimes: list[RuntimeUnderTest]) -> dict[str, dict[str, Timing]]:
@@ -184,10 +193,12 @@ def run() -> str:
             import_pause_image(theirs, work)
             runtimes = [theirs, ours]
             pods: dict[str, list[str]] = {}
+            cgroups: list[str] = []
             try:
                 for rt in runtimes:
                     rt.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=image)))
-                    pods[rt.name] = populate(rt, image, logs)
+                    pods[rt.name] = []
+                    populate(rt, image, logs, pods[rt.name], cgroups)
                 time.sleep(2.0)  # let the start-up burst settle
                 lat = list_latencies(runtimes)
                 cpu = polling_cpu(runtimes)
@@ -196,6 +207,8 @@ def run() -> str:
                 for rt in runtimes:
                     if rt.name in pods:
                         _remove_pods(rt, pods[rt.name])
+                for cgroup in cgroups:
+                    HOST_CGROUPS.remove(cgroup, owned_from=CGROUP_ROOT)
     finally:
         registry.stop()
         shutil.rmtree(work, ignore_errors=True)

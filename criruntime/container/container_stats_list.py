@@ -14,6 +14,9 @@ from criruntime.container.model import Container, ContainerState
 from criruntime.container.service import ContainerService
 from criruntime.sandbox.sandbox_stats import PodContainers
 
+_THREADS = 4
+_CHUNK = 16  # fewer containers than this are read by one thread
+
 
 async def gather(
     svc: ContainerService, containers: list[Container]
@@ -22,7 +25,13 @@ async def gather(
     containers = [svc.refresh(c) for c in containers if c.state is not ContainerState.CREATING]
     cgroups = await pod_cgroups(svc, (c.pod_id for c in containers))
     kept = [c for c in containers if c.pod_id in cgroups]
-    collected = await asyncio.to_thread(collect, svc, [(c, cgroups[c.pod_id]) for c in kept])
+    pairs = [(c, cgroups[c.pod_id]) for c in kept]
+    # A few threads at once: the kernel computes each v1 memory.stat on read (~0.25 ms), and
+    # the reads release the GIL, so a 100-container list uses every core, as containerd does.
+    size = max(_CHUNK, -(-len(pairs) // _THREADS))
+    chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+    done = await asyncio.gather(*(asyncio.to_thread(collect, svc, chunk) for chunk in chunks))
+    collected = [item for part in done for item in part]
     return [(c, stats, figures) for c, (stats, figures) in zip(kept, collected, strict=True)]
 
 

@@ -59,11 +59,9 @@ def _network(sandbox: PodSandbox, pids: list[int]) -> api.NetworkUsage | None:
     return usage
 
 
-def _pod_stats(
-    svc: SandboxService, sandbox: PodSandbox, containers: PodContainers
-) -> api.PodSandboxStats:
-    """Blocking: cgroup files and the netns read."""
-    linux = api.LinuxPodSandboxStats(containers=containers.stats)
+def _pod_figures(svc: SandboxService, sandbox: PodSandbox) -> api.LinuxPodSandboxStats:
+    """Blocking: the pod cgroup's files."""
+    linux = api.LinuxPodSandboxStats()
     figures = cgstats.read(svc.cgroupfs, sandbox.cgroup_parent, timestamp=time.time_ns())
     if figures is not None:
         rate = None
@@ -77,30 +75,50 @@ def _pod_stats(
                     timestamp=figures.timestamp, process_count=api.UInt64Value(value=figures.pids)
                 )
             )
-    network = _network(sandbox, containers.pids) if sandbox.ready else None
-    if network is not None:
-        linux.network.CopyFrom(network)
-    return api.PodSandboxStats(
-        attributes=api.PodSandboxAttributes(
-            id=sandbox.id,
-            metadata=sandbox.metadata,
-            labels=sandbox.labels,
-            annotations=sandbox.annotations,
-        ),
-        linux=linux,
-    )
+    return linux
 
 
 async def _stats(svc: SandboxService, sandboxes: list[PodSandbox]) -> list[api.PodSandboxStats]:
-    ids = [s.id for s in sandboxes]
-    if not ids:
+    if not sandboxes:
         return []
-    containers = await svc.container_stats(ids) if svc.container_stats else {}
 
-    def work() -> list[api.PodSandboxStats]:
-        return [_pod_stats(svc, s, containers.get(s.id) or PodContainers()) for s in sandboxes]
+    # The pods' own cgroups are read while the container service reads its containers'; the
+    # network comes last, through a process of each pod when one runs.
+    async def of_containers() -> dict[str, PodContainers]:
+        hook = svc.container_stats
+        return await hook([s.id for s in sandboxes]) if hook is not None else {}
 
-    return await asyncio.to_thread(work)
+    containers_task = asyncio.ensure_future(of_containers())
+    try:
+        figures = await asyncio.to_thread(lambda: [_pod_figures(svc, s) for s in sandboxes])
+    finally:
+        containers = await containers_task
+
+    def networks() -> list[api.NetworkUsage | None]:
+        return [
+            _network(s, (containers.get(s.id) or PodContainers()).pids) if s.ready else None
+            for s in sandboxes
+        ]
+
+    found = []
+    for sandbox, linux, network in zip(
+        sandboxes, figures, await asyncio.to_thread(networks), strict=True
+    ):
+        linux.containers.extend((containers.get(sandbox.id) or PodContainers()).stats)
+        if network is not None:
+            linux.network.CopyFrom(network)
+        found.append(
+            api.PodSandboxStats(
+                attributes=api.PodSandboxAttributes(
+                    id=sandbox.id,
+                    metadata=sandbox.metadata,
+                    labels=sandbox.labels,
+                    annotations=sandbox.annotations,
+                ),
+                linux=linux,
+            )
+        )
+    return found
 
 
 async def pod_sandbox_stats(

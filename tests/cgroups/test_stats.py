@@ -100,8 +100,6 @@ def test_v2_fake_tree(tmp_path: str) -> None:
     assert figures == stats.CgroupStats(
         timestamp=42,
         cpu_usage_ns=2_500_000_000,
-        cpu_user_ns=2_000_000_000,
-        cpu_system_ns=500_000_000,
         memory_usage=100 << 20,
         working_set=80 << 20,
         rss=50 << 20,
