@@ -241,7 +241,7 @@ class ContainerService:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return  # no loop: recovery watches it once the daemon runs
+            return  # no loop (a test driving the service): nobody to tell
         task = loop.create_task(self._watch(container))
         self._watching[container.id] = task
         task.add_done_callback(lambda t: self._watched(container.id, t))
