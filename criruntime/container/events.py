@@ -20,7 +20,7 @@ from typing import TypeAlias
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container.model import ContainerState
-from criruntime.errors import ResourceExhausted
+from criruntime.errors import CriError, ResourceExhausted, Unavailable
 
 log = logging.getLogger("criruntime.container.events")
 
@@ -41,25 +41,37 @@ class Subscription:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._queue: asyncio.Queue[api.ContainerEventResponse] = asyncio.Queue(capacity)
-        self.overflowed = False
+        self.ended: CriError | None = None  # why the stream ends: the next `next` raises it
+
+    @property
+    def overflowed(self) -> bool:
+        return isinstance(self.ended, ResourceExhausted)
 
     def offer(self, event: api.ContainerEventResponse) -> None:
-        if self.overflowed:
+        if self.ended is not None:
             return
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.overflowed = True
-            self._queue = asyncio.Queue(1)  # drop the backlog: the stream ends, kubelet relists
+            self.end(
+                ResourceExhausted(
+                    f"container event subscriber fell {self.capacity} events behind; list "
+                    "containers again and resubscribe"
+                )
+            )
+
+    def end(self, why: CriError) -> None:
+        """Ends the stream with `why`, dropping what is queued (the client relists anyway)."""
+        if self.ended is None:
+            self.ended = why
+            while not self._queue.empty():
+                self._queue.get_nowait()
             self._queue.put_nowait(api.ContainerEventResponse())  # wakes a waiting `next`
 
     async def next(self) -> api.ContainerEventResponse:
         event = await self._queue.get()
-        if self.overflowed:
-            raise ResourceExhausted(
-                f"container event subscriber fell {self.capacity} events behind; list "
-                "containers again and resubscribe"
-            )
+        if self.ended is not None:
+            raise self.ended
         return event
 
 
@@ -87,6 +99,12 @@ class ContainerEvents:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
+
+    def close(self) -> None:
+        """At shutdown: every stream ends now (UNAVAILABLE), not when the drain times out."""
+        for sub in self._subscribers:
+            sub.end(Unavailable("criruntime is shutting down"))
+        self._subscribers.clear()
 
     # ---- changes (called by the container store on every write) -----------------------------
 

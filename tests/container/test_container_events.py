@@ -9,6 +9,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import grpc
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.api.runtime.v1 import api_pb2_grpc as api_grpc
 from tests.conftest import Daemon
 from tests.container.daemon_env import (
     Cluster,
@@ -35,9 +37,10 @@ STOPPED, DELETED = E.CONTAINER_STOPPED_EVENT, E.CONTAINER_DELETED_EVENT
 class Subscriber:
     """A GetContainerEvents stream read on a thread into a queue."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, channel: grpc.Channel | None = None) -> None:
         self.events: queue.Queue[api.ContainerEventResponse | grpc.RpcError] = queue.Queue()
-        self.stream: Any = daemon.runtime.GetContainerEvents(api.GetEventsRequest())
+        runtime = api_grpc.RuntimeServiceStub(channel) if channel else daemon.runtime
+        self.stream: Any = runtime.GetContainerEvents(api.GetEventsRequest())
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -177,3 +180,17 @@ def test_exit_after_a_restart_is_an_event(
     assert stopped.container_event_type == STOPPED
     [status] = [s for s in stopped.containers_statuses if s.id == cid]
     assert status.exit_code == 5
+
+
+def test_shutdown_ends_event_streams_at_once(make_daemon: Callable[..., Daemon]) -> None:
+    d = make_daemon()
+    channel = grpc.insecure_channel(f"unix://{d.socket}")  # stop() closes the daemon's own
+    sub = Subscriber(d, channel)
+    time.sleep(0.2)  # the stream is open
+    started = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - started < 4  # not the 5 s drain a stream would otherwise hold
+    ended = sub.events.get(timeout=5)
+    assert isinstance(ended, grpc.RpcError)
+    assert ended.code() == grpc.StatusCode.UNAVAILABLE
+    channel.close()
