@@ -95,6 +95,7 @@ class ContainerEvents:
     def subscribe(self) -> Subscription:
         sub = Subscription(self.capacity)
         self._subscribers.add(sub)
+        log.debug("container event subscriber joined (%d now)", len(self._subscribers))
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:

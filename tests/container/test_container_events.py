@@ -27,9 +27,11 @@ from tests.container.daemon_env import (
     pull,
     pushed_images,
     sh,
+    wait_for,
 )
 
 E = api.ContainerEventType
+JOINED = "container event subscriber joined"
 CREATED, STARTED = E.CONTAINER_CREATED_EVENT, E.CONTAINER_STARTED_EVENT
 STOPPED, DELETED = E.CONTAINER_STOPPED_EVENT, E.CONTAINER_DELETED_EVENT
 
@@ -40,9 +42,13 @@ class Subscriber:
     def __init__(self, daemon: Daemon, channel: grpc.Channel | None = None) -> None:
         self.events: queue.Queue[api.ContainerEventResponse | grpc.RpcError] = queue.Queue()
         runtime = api_grpc.RuntimeServiceStub(channel) if channel else daemon.runtime
+        joined = daemon.logs().count(JOINED)
         self.stream: Any = runtime.GetContainerEvents(api.GetEventsRequest())
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
+        # The call returns before the daemon has subscribed it: changes before that are not
+        # this stream's to see.
+        wait_for(lambda: daemon.logs().count(JOINED) > joined, what="subscribed")
 
     def _read(self) -> None:
         try:
@@ -186,7 +192,6 @@ def test_shutdown_ends_event_streams_at_once(make_daemon: Callable[..., Daemon])
     d = make_daemon()
     channel = grpc.insecure_channel(f"unix://{d.socket}")  # stop() closes the daemon's own
     sub = Subscriber(d, channel)
-    time.sleep(0.2)  # the stream is open
     started = time.monotonic()
     assert d.stop() == 0
     assert time.monotonic() - started < 4  # not the 5 s drain a stream would otherwise hold
