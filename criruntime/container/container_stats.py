@@ -26,9 +26,7 @@ def cgroup_path(pod_cgroup: str, container_id: str) -> str:
     return os.path.join(pod_cgroup, container_id)
 
 
-def _stats_of(
-    svc: ContainerService, container: Container, pod_cgroup: str
-) -> tuple[api.ContainerStats, cgstats.CgroupStats | None]:
+def _stats_of(svc: ContainerService, container: Container, pod_cgroup: str) -> api.ContainerStats:
     stats = api.ContainerStats(
         attributes=api.ContainerAttributes(
             id=container.id,
@@ -62,14 +60,14 @@ def _stats_of(
                 inodes_used=api.UInt64Value(value=inodes),
             )
         )
-    return stats, figures
+    return stats
 
 
 def collect(
     svc: ContainerService, containers: Iterable[tuple[Container, str]]
-) -> list[tuple[api.ContainerStats, cgstats.CgroupStats | None]]:
-    """Stats of each (container, its pod's cgroup), with the raw cgroup figures. Blocking: file
-    reads and a walk of each writable layer; run it off the event loop, once per list."""
+) -> list[api.ContainerStats]:
+    """Stats of each (container, its pod's cgroup). Blocking: file reads and a walk of each
+    writable layer; run it off the event loop."""
     return [_stats_of(svc, c, pod_cgroup) for c, pod_cgroup in containers]
 
 
@@ -94,5 +92,5 @@ async def container_stats(
     cgroups = await pod_cgroups(svc, [container.pod_id])
     if container.pod_id not in cgroups:
         raise NotFound(f"container {container.id}: pod sandbox {container.pod_id} not found")
-    [(stats, _)] = await asyncio.to_thread(collect, svc, [(container, cgroups[container.pod_id])])
+    [stats] = await asyncio.to_thread(collect, svc, [(container, cgroups[container.pod_id])])
     return api.ContainerStatsResponse(stats=stats)

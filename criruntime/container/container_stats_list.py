@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.cgroups import stats as cgstats
 from criruntime.container.container_stats import collect, pod_cgroups
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.service import ContainerService
@@ -20,8 +19,8 @@ _CHUNK = 16  # fewer containers than this are read by one thread
 
 async def gather(
     svc: ContainerService, containers: list[Container]
-) -> list[tuple[Container, api.ContainerStats, cgstats.CgroupStats | None]]:
-    """Stats of the given containers whose pod still exists, with their raw cgroup figures."""
+) -> list[tuple[Container, api.ContainerStats]]:
+    """Stats of the given containers whose pod still exists."""
     containers = [svc.refresh(c) for c in containers if c.state is not ContainerState.CREATING]
     cgroups = await pod_cgroups(svc, (c.pod_id for c in containers))
     kept = [c for c in containers if c.pod_id in cgroups]
@@ -32,7 +31,7 @@ async def gather(
     chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
     done = await asyncio.gather(*(asyncio.to_thread(collect, svc, chunk) for chunk in chunks))
     collected = [item for part in done for item in part]
-    return [(c, stats, figures) for c, (stats, figures) in zip(kept, collected, strict=True)]
+    return list(zip(kept, collected, strict=True))
 
 
 def _filtered(svc: ContainerService, f: api.ContainerStatsFilter) -> list[Container]:
@@ -46,8 +45,8 @@ async def list_container_stats(
     f = request.filter
     found = await gather(svc, _filtered(svc, f))
     if not (f.id or f.pod_sandbox_id or f.label_selector):
-        svc.cpu_rates.keep_only({c.id for c, _, _ in found})
-    return api.ListContainerStatsResponse(stats=[stats for _, stats, _ in found])
+        svc.cpu_rates.keep_only({c.id for c, _ in found})
+    return api.ListContainerStatsResponse(stats=[stats for _, stats in found])
 
 
 async def stats_by_pod(svc: ContainerService, pod_ids: list[str]) -> dict[str, PodContainers]:
@@ -57,7 +56,7 @@ async def stats_by_pod(svc: ContainerService, pod_ids: list[str]) -> dict[str, P
     containers = svc.store.list(pod_ids[0]) if len(wanted) == 1 else svc.store.list()
     found = await gather(svc, [c for c in containers if c.pod_id in wanted])
     out = {pod_id: PodContainers() for pod_id in wanted}
-    for container, stats, _ in found:
+    for container, stats in found:
         pod = out[container.pod_id]
         pod.stats.append(stats)
         if container.state is ContainerState.RUNNING and container.pid:
