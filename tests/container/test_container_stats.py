@@ -101,7 +101,7 @@ def test_figures_of_a_busy_container(cl: Cluster, imgs: ImageSet) -> None:
     cpu, memory, layer = second.cpu, second.memory, second.writable_layer
     assert cpu.timestamp > first.cpu.timestamp >= before
     used = cpu.usage_core_nano_seconds.value - first.cpu.usage_core_nano_seconds.value
-    assert used > 100_000_000  # `yes` spins: a good part of a core over 1 s on a busy VM
+    assert used > 50_000_000  # `yes` spins: at least 5% of a core over 1 s, even on a busy VM
     # The rate is over the previous sample, so it agrees with the counters.
     elapsed = cpu.timestamp - first.cpu.timestamp
     assert cpu.usage_nano_cores.value == used * 1_000_000_000 // elapsed
