@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from criruntime.cgroups.cgroupfs import Cgroupfs
+from criruntime.cgroups.host import HostCgroups
 from criruntime.cgroups.stats import CpuRates
 from criruntime.config import Config
 from criruntime.container import rootfs
@@ -59,10 +60,14 @@ class ContainerService:
         *,
         pods: PodLookup,
         images: ImageLookup,
+        host_cgroups: HostCgroups | None = None,
         exec_output_limit: int = DEFAULT_EXEC_OUTPUT_LIMIT,
         cgroupfs: Cgroupfs | None = None,
     ) -> None:
         self.config = config
+        self.host_cgroups = host_cgroups or HostCgroups.detect(
+            Cgroupfs.detect(), config.cgroups.tolerate_missing_hugetlb_controller
+        )
         self.store = ContainerStore(db)
         self.events = ContainerEvents()
         self.events.seed(self.store.states())
@@ -122,7 +127,14 @@ class ContainerService:
                 repo_digests=list(record.repo_digests),
             )
 
-        service = cls(config, db, pods=pod_lookup, images=image_lookup, cgroupfs=sandboxes.cgroupfs)
+        service = cls(
+            config,
+            db,
+            pods=pod_lookup,
+            images=image_lookup,
+            host_cgroups=sandboxes.host_cgroups,
+            cgroupfs=sandboxes.cgroupfs,
+        )
         sandboxes.stop_containers = service.stop_pod_containers
         sandboxes.remove_containers = service.remove_pod_containers
         return service

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.cgroups.host import HostCgroups
 from criruntime.config import Config
 from criruntime.network import cni_config
 from criruntime.node.runtime_config import POD_CIDR_KEY
@@ -57,7 +58,7 @@ def _handlers(config: Config) -> list[api.RuntimeHandler]:
 
 
 def status(
-    request: api.StatusRequest, config: Config, settings: SettingsStore
+    request: api.StatusRequest, config: Config, settings: SettingsStore, cgroups: HostCgroups
 ) -> api.StatusResponse:
     network, cni_info = _network_condition(config)
     response = api.StatusResponse(
@@ -70,4 +71,5 @@ def status(
         response.info["config"] = json.dumps(config.to_dict())
         response.info["cniconfig"] = cni_info
         response.info["podCIDR"] = json.dumps(settings.get(POD_CIDR_KEY))
+        response.info["cgroups"] = json.dumps(cgroups.describe())
     return response

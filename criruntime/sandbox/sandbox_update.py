@@ -38,7 +38,10 @@ async def update_pod_sandbox_resources(
             config.linux.resources.CopyFrom(request.resources)
         if request.HasField("overhead"):
             config.linux.overhead.CopyFrom(request.overhead)
-        limits = pod_resources(config.linux)
+        warnings: list[str] = []
+        limits = pod_resources(config.linux, svc.host_cgroups, warnings)
+        for warning in warnings:
+            log.warning("pod sandbox %s: %s", sandbox.id[:12], warning)
         if limits is not None:
             try:
                 await asyncio.to_thread(svc.cgroupfs.apply, sandbox.cgroup_parent, limits)

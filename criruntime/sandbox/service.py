@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from criruntime.cgroups.cgroupfs import Cgroupfs
+from criruntime.cgroups.host import HostCgroups
 from criruntime.cgroups.stats import CpuRates
 from criruntime.config import Config
 from criruntime.network.cni_executor import InProcessRunner
@@ -61,6 +62,9 @@ class SandboxService:
         self.store = SandboxStore(db)
         self.settings = settings
         self.cgroupfs = cgroupfs or Cgroupfs.detect()
+        self.host_cgroups = HostCgroups.detect(
+            self.cgroupfs, config.cgroups.tolerate_missing_hugetlb_controller
+        )
         self.network = PodNetwork(
             config.cni,
             os.path.join(config.root, "cni"),

@@ -38,7 +38,9 @@ class RuntimeServicer(
         return version.version()
 
     async def Status(self, request: api.StatusRequest, context: Context) -> api.StatusResponse:
-        return status.status(request, self._s.config, self._s.settings)
+        return status.status(
+            request, self._s.config, self._s.settings, self._s.sandboxes.host_cgroups
+        )
 
     async def RuntimeConfig(
         self, request: api.RuntimeConfigRequest, context: Context
