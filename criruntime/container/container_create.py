@@ -28,6 +28,7 @@ from criruntime.container.service import ContainerService
 from criruntime.container.spec import ContainerSpecBuilder, SpecInputs
 from criruntime.container.user import resolve_user
 from criruntime.errors import FailedPrecondition, InvalidArgument, NotFound
+from criruntime.observability import metrics
 from criruntime.oci import features
 from criruntime.oci.runtime import BundlePaths, release_mounts
 
@@ -65,6 +66,7 @@ def _log_path(directory: str, relative: str) -> str:
     return path
 
 
+@metrics.timed("container_create")
 async def create_container(
     svc: ContainerService, request: api.CreateContainerRequest
 ) -> api.CreateContainerResponse:

@@ -9,6 +9,7 @@ from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container.model import ContainerState
 from criruntime.container.service import ContainerService, exited
 from criruntime.errors import DeadlineExceeded, NotFound
+from criruntime.observability import metrics
 
 log = logging.getLogger("criruntime.container")
 
@@ -41,6 +42,7 @@ async def stop(svc: ContainerService, container_id: str, grace: float) -> None:
         log.info("stopped container %s (exit %d)", container.id[:12], status.code)
 
 
+@metrics.timed("container_stop")
 async def stop_container(
     svc: ContainerService, request: api.StopContainerRequest
 ) -> api.StopContainerResponse:

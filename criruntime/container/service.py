@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 
 from criruntime.cgroups.cgroupfs import Cgroupfs
 from criruntime.cgroups.host import HostCgroups
+from criruntime.cgroups.stats import CpuRates
 from criruntime.config import Config
 from criruntime.container import rootfs
+from criruntime.container.events import ContainerEvents
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.providers import (
     ImageConfig,
@@ -63,6 +65,7 @@ class ContainerService:
         host_cgroups: HostCgroups | None = None,
         exec_output_limit: int = DEFAULT_EXEC_OUTPUT_LIMIT,
         runtimes: RuntimeSet | None = None,
+        cgroupfs: Cgroupfs | None = None,
     ) -> None:
         self.runtime_set = runtimes if runtimes is not None else RuntimeSet.open(config)
         config = self.runtime_set.resolve(config)
@@ -71,9 +74,14 @@ class ContainerService:
             Cgroupfs.detect(), config.cgroups.tolerate_missing_hugetlb_controller
         )
         self.store = ContainerStore(db)
+        self.events = ContainerEvents()
+        self.events.seed(self.store.states())
+        self.store.on_change = self._changed
         self.pods = pods
         self.images = images
         self.exec_output_limit = exec_output_limit
+        self.cgroupfs = cgroupfs or Cgroupfs.detect()
+        self.cpu_rates = CpuRates()  # the previous CPU sample of each container's cgroup
         self.runtimes = self.runtime_set.handlers
         self.bundles_dir = os.path.join(config.state, "containers")
         self.storage_root = os.path.join(config.root, "containers")
@@ -89,6 +97,7 @@ class ContainerService:
         self._recovery: asyncio.Task[None] | None = None
         self._reaping: dict[str, asyncio.Task[None]] = {}
         self._deleting: set[asyncio.Task[None]] = set()
+        self._watching: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def wired(
@@ -132,6 +141,7 @@ class ContainerService:
             images=image_lookup,
             host_cgroups=sandboxes.host_cgroups,
             runtimes=runtimes,
+            cgroupfs=sandboxes.cgroupfs,
         )
         sandboxes.stop_containers = service.stop_pod_containers
         sandboxes.remove_containers = service.remove_pod_containers
@@ -238,6 +248,54 @@ class ContainerService:
         except RuntimeError:
             return  # no loop: RemoveContainer (or recovery) reaps it instead
         _ = self._reap_task(container)  # kept in self._reaping until done
+
+    # ---- state changes: events and the exit watch ----------------------------------------------
+
+    def _changed(self, container_id: str, container: Container | None) -> None:
+        if container is None:
+            self.events.changed(container_id, "", None)
+            return
+        self.events.changed(container_id, container.pod_id, container.state)
+        if container.state is ContainerState.RUNNING and self.events.subscribed:
+            self.watch_exit(container)
+
+    def watch_running(self) -> None:
+        """Watches every running container's exit (the first event subscriber asks for it)."""
+        for container in self.store.in_state(ContainerState.RUNNING):
+            self.watch_exit(container)
+
+    def watch_exit(self, container: Container) -> None:
+        """Notices a running container's exit when it happens, as containerd's task monitor
+        does, so its STOPPED event goes out then and not at the next List. One task per
+        container, asleep on a pidfd of its init (no polling); only while someone subscribes
+        to events (Evented PLEG is opt-in), else exits are seen at the next List or Status."""
+        if container.pid <= 0 or container.id in self._watching:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a test driving the service): nobody to tell
+        task = loop.create_task(self._watch(container))
+        self._watching[container.id] = task
+        task.add_done_callback(lambda t: self._watched(container.id, t))
+
+    async def _watch(self, container: Container) -> None:
+        runtime = self.runtime_for(container.runtime_handler)
+        await runtime.wait_exit(container.bundle_dir, None, container.pid)
+        current = self.store.find(container.id)
+        if current is not None:
+            self.refresh(current)
+
+    def _watched(self, container_id: str, task: asyncio.Task[None]) -> None:
+        if self._watching.get(container_id) is task:
+            del self._watching[container_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("watching container %s failed: %s", container_id[:12], task.exception())
+
+    def stop_watching(self) -> None:
+        """At shutdown: conmon records the exits while no daemon runs; recovery reads them."""
+        for task in list(self._watching.values()):
+            task.cancel()
 
     # ---- deleting a removed container's files -------------------------------------------------
 

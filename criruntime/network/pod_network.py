@@ -17,6 +17,7 @@ from criruntime.errors import FailedPrecondition, InvalidArgument
 from criruntime.network import cni_config
 from criruntime.network.cni_executor import CniExecutor, InProcessRunner, RuntimeConf
 from criruntime.node.runtime_config import POD_CIDR_KEY
+from criruntime.observability import metrics
 from criruntime.store.settings import SettingsStore
 
 log = logging.getLogger("criruntime.network")
@@ -117,6 +118,7 @@ class PodNetwork:
             capability_args=capability_args(config, self._pod_cidrs()),
         )
 
+    @metrics.timed("cni_add")
     async def setup(
         self,
         sandbox_id: str,
@@ -132,6 +134,7 @@ class PodNetwork:
     async def check(self, sandbox_id: str, netns: str, config: api.PodSandboxConfig) -> None:
         await self.executor.check(self.network(), self.runtime_conf(sandbox_id, netns, config))
 
+    @metrics.timed("cni_del")
     async def teardown(
         self, sandbox_id: str, netns: str, config: api.PodSandboxConfig, network_name: str
     ) -> None:

@@ -24,6 +24,7 @@ from criruntime.cgroups.cgroupfs import Resources, systemd_slice_to_path
 from criruntime.cgroups.host import HostCgroups
 from criruntime.errors import AlreadyExists, InvalidArgument, Unknown
 from criruntime.network.cni_executor import PluginError, result_ips
+from criruntime.observability import metrics
 from criruntime.sandbox import dns, namespaces
 from criruntime.sandbox.model import PodSandbox, SandboxState, name_key
 from criruntime.sandbox.service import DEFAULT_CGROUP_PREFIX, InFlightRun, SandboxService
@@ -37,6 +38,7 @@ class NetworkSetupError(Unknown):
     """A CNI plugin failed; the message carries the plugin's own (gRPC UNKNOWN, as containerd)."""
 
 
+@metrics.timed("sandbox_run")
 async def run_pod_sandbox(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
     await svc.ensure_recovered()
     config = request.config

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from criruntime.errors import NotFound
+from criruntime.observability import metrics
 from criruntime.sandbox import namespaces
 from criruntime.sandbox.model import PodSandbox, SandboxState
 from criruntime.sandbox.service import SandboxService
@@ -22,6 +23,7 @@ log = logging.getLogger("criruntime.sandbox")
 CONTAINER_STOP_TIMEOUT = 0.0
 
 
+@metrics.timed("sandbox_stop")
 async def stop_pod_sandbox(svc: SandboxService, sandbox_id: str) -> None:
     await svc.ensure_recovered()
     try:

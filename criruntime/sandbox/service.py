@@ -14,15 +14,20 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from criruntime.cgroups.cgroupfs import Cgroupfs
 from criruntime.cgroups.host import HostCgroups
+from criruntime.cgroups.stats import CpuRates
 from criruntime.config import Config
 from criruntime.network.cni_executor import InProcessRunner
 from criruntime.network.pod_network import PodNetwork
 from criruntime.sandbox.store import SandboxStore
 from criruntime.store.db import Database
 from criruntime.store.settings import SettingsStore
+
+if TYPE_CHECKING:
+    from criruntime.sandbox.sandbox_stats import ContainerStatsHook
 
 log = logging.getLogger("criruntime.sandbox")
 
@@ -77,6 +82,8 @@ class SandboxService:
         # Set by the container service; None while there is no container code.
         self.stop_containers: PodContainersHook | None = None
         self.remove_containers: PodContainersHook | None = None
+        self.container_stats: ContainerStatsHook | None = None
+        self.cpu_rates = CpuRates()  # the previous CPU sample of each pod cgroup
         self._recovery: asyncio.Task[None] | None = None
         with contextlib.suppress(RuntimeError):  # no loop: the first verb starts recovery
             self._recovery = asyncio.get_running_loop().create_task(self._recover())
