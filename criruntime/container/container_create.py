@@ -136,8 +136,11 @@ async def create_container(
             paths.rootfs,
         )
         undo.callback(rootfs.unmount, paths.rootfs)
-        user = resolve_user(paths.rootfs, security, image.config.user)
-        built = ContainerSpecBuilder(
+        user = await loop.run_in_executor(
+            None, resolve_user, paths.rootfs, security, image.config.user
+        )
+        # In threads: these read files a request or the image names (passwd, a seccomp profile).
+        builder = ContainerSpecBuilder(
             SpecInputs(
                 container_id=container_id,
                 config=config,
@@ -151,7 +154,8 @@ async def create_container(
                 ).recursive_read_only_mounts,
                 target_pid=target_pid,
             )
-        ).build()
+        )
+        built = await loop.run_in_executor(None, builder.build)
         for warning in built.warnings:
             log.warning("container %s: %s", container_id[:12], warning)
         undo.callback(release_mounts, bundle)

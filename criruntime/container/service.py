@@ -21,7 +21,7 @@ from criruntime.cgroups.cgroupfs import Cgroupfs
 from criruntime.cgroups.host import HostCgroups
 from criruntime.cgroups.stats import CpuRates
 from criruntime.config import Config
-from criruntime.container import rootfs
+from criruntime.container import attempt, rootfs
 from criruntime.container.events import ContainerEvents
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.providers import (
@@ -52,6 +52,21 @@ TRASH = ".trash"
 # One thread deletes trees, in order: deletions never crowd out the default executor's users
 # (unmounts, ...) and a burst of removals only queues up.
 _DELETER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="criruntime-trash")
+
+
+class PendingStop:
+    """A stop in flight (container_stop.py): when its SIGKILL is due, and a wake-up for the
+    waiter when a later, shorter stop moves that time forward."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline  # time.monotonic()
+        self.moved = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def shorten(self, deadline: float) -> None:
+        if deadline < self.deadline:
+            self.deadline = deadline
+            self.moved.set()
 
 
 class ContainerService:
@@ -96,6 +111,7 @@ class ContainerService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._recovery: asyncio.Task[None] | None = None
         self._reaping: dict[str, asyncio.Task[None]] = {}
+        self.stops: dict[str, PendingStop] = {}
         self._deleting: set[asyncio.Task[None]] = set()
         self._watching: dict[str, asyncio.Task[None]] = {}
 
@@ -198,6 +214,8 @@ class ContainerService:
         """
         if container.state not in (ContainerState.RUNNING, ContainerState.CREATED):
             return container
+        if container.state is ContainerState.CREATED and not self._let_go(container):
+            return container  # an exit file now is a cut-short attempt's, not the container's
         status = oci.read_exit_status(container.bundle_dir)
         if status is None and container.state is ContainerState.RUNNING:
             status = oci.lost_exit(container.bundle_dir, container.pid)
@@ -207,6 +225,16 @@ class ContainerService:
         self.store.update(updated)
         self._reap_soon(updated)
         return updated
+
+    def _let_go(self, container: Container) -> bool:
+        """A CREATED container's start got as far as letting its process run."""
+        bundle = container.bundle_dir
+        runtime = self.runtimes.get(container.runtime_handler or self.config.default_runtime)
+        return (
+            attempt.started_at(bundle) is not None
+            and not attempt.discarding(bundle)
+            and not (runtime is not None and runtime.start_pending(container.id))
+        )
 
     async def reap(self, container: Container) -> None:
         """What is due once a container's init has exited, as containerd does on a task exit:

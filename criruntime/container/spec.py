@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import stat
@@ -20,8 +19,9 @@ from typing import Any
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.cgroups.host import HostCgroups
 from criruntime.container.providers import ImageConfig, PodInfo
+from criruntime.container.seccomp_profile import read_profile
 from criruntime.container.user import ResolvedUser
-from criruntime.errors import InvalidArgument
+from criruntime.errors import InvalidArgument, quote
 
 log = logging.getLogger("criruntime.container.spec")
 
@@ -138,10 +138,17 @@ def capabilities_for(security: api.LinuxContainerSecurityContext) -> list[str]:
         current = []
     if "ALL" in add:
         current = list(all_capabilities())
+    held = all_capabilities()
     for cap in add:
+        if cap != "ALL" and cap not in held:
+            # runc would fail the start with its own words; say it at create.
+            raise InvalidArgument(
+                f"capability {cap} is outside this node's capability bounding set, so no "
+                "container here can have it"
+            )
         if cap != "ALL" and cap not in current:
             current.append(cap)
-    return [c for c in current if c not in drop]
+    return [c for c in current if c not in drop and c in held]
 
 
 def resources_to_oci(
@@ -487,6 +494,12 @@ class ContainerSpecBuilder:
                     f"device {device.host_path!r}: {e.strerror or 'cannot stat'}"
                 ) from None
             if stat.S_ISDIR(st.st_mode):
+                if os.path.commonpath([path, "/dev"]) != "/dev":
+                    # Walked to the bottom: "/" would take every file of the host along.
+                    raise InvalidArgument(
+                        f"device {quote(device.host_path)}: a directory of devices must be "
+                        "under /dev"
+                    )
                 for entry in _host_devices(path):
                     relative = os.path.relpath(entry["path"], path)
                     devices.append({**entry, "path": os.path.join(device.container_path, relative)})
@@ -519,15 +532,7 @@ class ContainerSpecBuilder:
                 path = legacy.removeprefix("localhost/")
             else:
                 return None
-        if not os.path.isabs(path):
-            raise InvalidArgument(f"seccomp profile path must be absolute, got {path!r}")
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise InvalidArgument(f"seccomp profile {path!r} does not exist") from None
-        except (OSError, ValueError) as e:
-            raise InvalidArgument(f"seccomp profile {path!r} cannot be read: {e}") from None
+        data = read_profile(path)
         caps = set(capabilities_for(self.security))
         return seccomp_to_oci(check_seccomp_profile(data, path), caps)
 
@@ -586,7 +591,29 @@ def check_seccomp_profile(profile: Any, path: str) -> dict[str, Any]:
         for key in ("includes", "excludes"):
             if not isinstance(rule.get(key, {}), dict | None):
                 raise bad(f"{key} must be an object")
+        # Copied into config.json as they are, so only the shapes runc reads get through.
+        args = rule.get("args") or []
+        if not isinstance(args, list) or not all(_seccomp_arg(a) for a in args):
+            raise bad("syscall args must be objects of index, value, valueTwo and op")
+        if not isinstance(rule.get("errnoRet", 0), int | None):
+            raise bad("errnoRet must be a number")
+    flags = profile.get("flags") or []
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        raise bad("flags must be a list of strings")
+    if not isinstance(profile.get("listenerPath", ""), str):
+        raise bad("listenerPath must be a string")
+    if not isinstance(profile.get("defaultErrnoRet", 0), int):
+        raise bad("defaultErrnoRet must be a number")
     return profile
+
+
+def _seccomp_arg(arg: Any) -> bool:
+    return (
+        isinstance(arg, dict)
+        and set(arg) <= {"index", "value", "valueTwo", "op"}
+        and all(isinstance(arg.get(k, 0), int) for k in ("index", "value", "valueTwo"))
+        and isinstance(arg.get("op", ""), str)
+    )
 
 
 def seccomp_to_oci(profile: dict[str, Any], caps: set[str]) -> dict[str, Any]:

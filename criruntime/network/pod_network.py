@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
+from fractions import Fraction
 from typing import Any
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.config import CniConfig
-from criruntime.errors import FailedPrecondition, InvalidArgument
+from criruntime.errors import FailedPrecondition, InvalidArgument, quote
 from criruntime.network import cni_config
 from criruntime.network.cni_executor import CniExecutor, InProcessRunner, RuntimeConf
 from criruntime.node.runtime_config import POD_CIDR_KEY
@@ -27,7 +28,9 @@ INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
 EGRESS_ANNOTATION = "kubernetes.io/egress-bandwidth"
 MAX_BURST = 2**32 - 1  # containerd's burst for annotation-driven limits (math.MaxUint32)
 
-_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+_QUANTITY = re.compile(r"^([0-9]{1,20}(?:\.[0-9]{1,20})?)([a-zA-Z]*)$")
+# kubelet's bounds for the bandwidth annotations (1k .. 1P bits/s).
+MIN_BANDWIDTH, MAX_BANDWIDTH = 10**3, 10**15
 _SUFFIX = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
@@ -38,8 +41,11 @@ def parse_quantity(value: str) -> int:
     """A Kubernetes resource quantity ("10M", "1Gi") in base units."""
     m = _QUANTITY.match(value.strip())
     if not m or m.group(2) not in _SUFFIX:
-        raise InvalidArgument(f"bandwidth {value!r} is not a valid quantity (e.g. 10M)")
-    return int(float(m.group(1)) * _SUFFIX[m.group(2)])
+        raise InvalidArgument(f"bandwidth {quote(value)} is not a valid quantity (e.g. 10M)")
+    amount = int(Fraction(m.group(1)) * _SUFFIX[m.group(2)])  # exact: no float overflow
+    if not MIN_BANDWIDTH <= amount <= MAX_BANDWIDTH:
+        raise InvalidArgument(f"bandwidth {quote(value)} is not between 1k and 1P")
+    return amount
 
 
 def capability_args(config: api.PodSandboxConfig, pod_cidrs: list[str]) -> dict[str, Any]:

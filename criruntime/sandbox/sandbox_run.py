@@ -24,6 +24,7 @@ from criruntime.cgroups.cgroupfs import Resources, systemd_slice_to_path
 from criruntime.cgroups.host import HostCgroups
 from criruntime.errors import AlreadyExists, InvalidArgument, Unknown
 from criruntime.network.cni_executor import PluginError, result_ips
+from criruntime.network.pod_network import EGRESS_ANNOTATION, INGRESS_ANNOTATION, parse_quantity
 from criruntime.observability import metrics
 from criruntime.sandbox import dns, namespaces
 from criruntime.sandbox.model import PodSandbox, SandboxState, name_key
@@ -124,6 +125,9 @@ def _validate(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
             )
     dns.pod_hostname(config)
     dns.validate_dns(config.dns_config)
+    for annotation in (INGRESS_ANNOTATION, EGRESS_ANNOTATION):
+        if config.annotations.get(annotation):  # parsed here: after ADD is too late to refuse
+            parse_quantity(config.annotations[annotation])
     return handler
 
 
@@ -134,6 +138,20 @@ def pod_cgroup_path(svc: SandboxService, sandbox_id: str, config: api.PodSandbox
     if svc.config.cgroup_driver == "systemd":
         return systemd_slice_to_path(parent)
     return "/" + parent.strip("/")
+
+
+def _shared_ownership(svc: SandboxService, cgroup: str, owned: str) -> str:
+    """A parent cgroup an earlier pod made (/P, for /P/pod-a) is this pod's too (/P/pod-b), so
+    whichever of them goes last removes it; else the first one's removal finds it busy and it
+    stays forever. Only when this pod makes part of its path: one that kubelet made is left
+    alone, and a pod cgroup another pod uses as its own is never claimed."""
+    if not owned:
+        return owned
+    for other in svc.store.list():
+        top = other.cgroup_owned_from
+        if top and len(top) < len(owned) and cgroup.startswith(top.rstrip("/") + "/"):
+            owned = top
+    return owned
 
 
 def to_resources(r: api.LinuxContainerResources) -> Resources:
@@ -186,7 +204,7 @@ async def _create(
     cgroup = pod_cgroup_path(svc, sandbox_id, config)
     # Which part of the pod cgroup is ours (kubelet makes its own) is recorded with the row,
     # before anything is made: a daemon killed half-way through making it removes it on restart.
-    owned = await asyncio.to_thread(cg.missing, cgroup)
+    owned = _shared_ownership(svc, cgroup, await asyncio.to_thread(cg.missing, cgroup))
     sandbox = PodSandbox(
         id=sandbox_id,
         state=SandboxState.NOTREADY,

@@ -10,12 +10,15 @@ import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.cgroups.host import HostCgroups
+from criruntime.container import spec as spec_module
 from criruntime.container.providers import ImageConfig, PodInfo
 from criruntime.container.spec import (
+    ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
     DEFAULT_MASKED_PATHS,
     ContainerSpecBuilder,
     SpecInputs,
+    all_capabilities,
     seccomp_to_oci,
 )
 from criruntime.container.user import ResolvedUser, resolve_user
@@ -191,6 +194,9 @@ def test_devices_and_their_cgroup_rules() -> None:
         (api.Device(container_path="/dev/x", host_path="/etc/hostname"), "is not a device"),
         (api.Device(container_path="/dev/x", host_path="/dev/null", permissions="rx"), "r, w, m"),
         (api.Device(container_path="dev/x", host_path="/dev/null"), "absolute"),
+        # A directory is walked for its devices: only /dev's, never the whole host.
+        (api.Device(container_path="/dev/x", host_path="/"), "must be under /dev"),
+        (api.Device(container_path="/dev/x", host_path="/dev/../proc"), "must be under /dev"),
     ):
         with pytest.raises(InvalidArgument, match=message):
             build(api.ContainerConfig(command=["x"], devices=[bad]))
@@ -234,6 +240,9 @@ def _localhost_seccomp(path: str) -> api.ContainerConfig:
         ({"syscalls": [{"names": [1], "action": "SCMP_ACT_ALLOW"}]}, "names must be strings"),
         ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": []}]},
          "includes must be an object"),
+        ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": [[[1]]]}]},
+         "syscall args must be objects"),
+        ({"flags": [{"a": 1}]}, "flags must be a list of strings"),
     ],
 )  # fmt: skip
 def test_localhost_seccomp_profile_runc_would_refuse(
@@ -341,3 +350,40 @@ def test_runtime_message_prefers_error_lines() -> None:
     )
     assert _runtime_message(raw) == "runc create failed: unable to apply caps"
     assert _runtime_message("plain failure\n") == "plain failure"
+
+
+def _with_caps(*add: str) -> api.ContainerConfig:
+    caps = api.Capability(add_capabilities=list(add))
+    security = api.LinuxContainerSecurityContext(capabilities=caps)
+    return api.ContainerConfig(
+        command=["x"], linux=api.LinuxContainerConfig(security_context=security)
+    )
+
+
+def test_capabilities_outside_the_bounding_set_are_refused_at_create(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # This VM drops CAP_SYS_RESOURCE; runc used to fail the start with its own words.
+    held = [c for c in all_capabilities() if c != "CAP_SYS_RESOURCE"]
+    monkeypatch.setattr(spec_module, "all_capabilities", lambda: held)
+    with pytest.raises(InvalidArgument, match="capability CAP_SYS_RESOURCE is outside"):
+        build(_with_caps("SYS_RESOURCE"))
+    assert "CAP_SYS_ADMIN" in build(_with_caps("SYS_ADMIN"))["process"]["capabilities"]["bounding"]
+    assert set(build(_with_caps("ALL"))["process"]["capabilities"]["bounding"]) == set(held)
+
+
+def test_the_bounding_set_is_read_from_the_host() -> None:
+    with open("/proc/self/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    for cap in all_capabilities():
+        assert mask >> ALL_CAPABILITIES.index(cap) & 1, cap
+
+
+def test_an_image_passwd_that_is_a_fifo_is_invalid_argument(tmp_path: str) -> None:
+    # An image's /etc/passwd is read in a thread, and only as a bounded regular file.
+    root = os.path.join(str(tmp_path), "root")
+    build_busybox_layer(root)
+    os.unlink(os.path.join(root, "etc", "passwd"))
+    os.mkfifo(os.path.join(root, "etc", "passwd"))
+    with pytest.raises(InvalidArgument, match="/etc/passwd is not a regular file"):
+        resolve_user(root, api.LinuxContainerSecurityContext(), "www")
