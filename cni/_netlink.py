@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -263,3 +265,74 @@ class Netlink:
                 gw = msg.get("RTA_GATEWAY")
                 return int(oif), ipaddress.ip_address(gw) if gw else None
         return None
+
+
+# -- a bare netlink query -------------------------------------------------------
+
+_NETLINK_ROUTE = 0
+_RTM_NEWLINK, _RTM_GETLINK = 16, 18
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_IFLA_IFNAME, _IFLA_MASTER = 3, 10
+_NLMSG_HDR = struct.Struct("=IHHII")
+_RTATTR = struct.Struct("=HH")
+_IFINFOMSG_LEN = 16
+
+
+def port_names(master: int, exclude: str = "") -> list[str]:
+    """Names of the links enslaved to `master` (a bridge's ports) in the calling thread's netns.
+
+    One RTM_GETLINK dump that the kernel filters on IFLA_MASTER, read with struct: pyroute2
+    decodes every attribute of every link and takes ~10 ms for what costs the kernel ~0.1 ms,
+    on the DEL path of every pod.
+    """
+    request = (
+        struct.pack("=BxHiII", 0, 0, 0, 0, 0)  # ifinfomsg, AF_UNSPEC
+        + _RTATTR.pack(8, _IFLA_MASTER)
+        + struct.pack("=I", master)
+    )
+    header = _NLMSG_HDR.pack(
+        _NLMSG_HDR.size + len(request), _RTM_GETLINK, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0
+    )
+    names: list[str] = []
+    with socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE
+    ) as sock:
+        sock.bind((0, 0))
+        sock.send(header + request)
+        while True:
+            data = sock.recv(1 << 16)
+            offset = 0
+            while offset + _NLMSG_HDR.size <= len(data):
+                length, kind, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
+                if kind == _NLMSG_DONE:
+                    return names
+                if kind == _NLMSG_ERROR:
+                    (error,) = struct.unpack_from("=i", data, offset + _NLMSG_HDR.size)
+                    if error:
+                        raise OSError(-error, os_strerror(-error))
+                elif kind == _RTM_NEWLINK:
+                    name, link_master = _name_and_master(
+                        data[offset + _NLMSG_HDR.size + _IFINFOMSG_LEN : offset + length]
+                    )
+                    # Checked here too: a kernel that ignores the filter sends every link.
+                    if link_master == master and name != exclude:
+                        names.append(name)
+                if length < _NLMSG_HDR.size:
+                    raise OSError(errno.EPROTO, "malformed netlink message")
+                offset += (length + 3) & ~3
+
+
+def _name_and_master(attrs: bytes) -> tuple[str, int]:
+    name, master, offset = "", 0, 0
+    while offset + _RTATTR.size <= len(attrs):
+        length, kind = _RTATTR.unpack_from(attrs, offset)
+        if length < _RTATTR.size:
+            break
+        value = attrs[offset + _RTATTR.size : offset + length]
+        if kind == _IFLA_IFNAME:
+            name = value.split(b"\0", 1)[0].decode(errors="replace")
+        elif kind == _IFLA_MASTER:
+            (master,) = struct.unpack_from("=I", value)
+        offset += (length + 3) & ~3
+    return name, master

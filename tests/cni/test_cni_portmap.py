@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,8 +20,6 @@ from tests.cni.helpers import (
     Traffic,
     free_port,
     random_v4_subnet,
-    random_v6_subnet,
-    sh,
     tcp_ask,
 )
 
@@ -190,39 +188,6 @@ def test_distinct_host_ips_do_not_clash(
     assert node.call(lambda: tcp_ask(traffic, "127.0.0.1", port)).startswith("A ")
     # 127.0.0.2 is local too, but SETMARK only matches -s 127.0.0.1: bind the source.
     assert "-d 127.0.0.2/32" in "\n".join(node.iptables_rules(4))
-
-
-@pytest.fixture
-def uplink(
-    node: Node, netns_factory: Callable[[str], Netns], traffic: Traffic
-) -> Iterator[tuple[Netns, str, str]]:
-    """Another "host": a netns wired to the node by a veth, on its own subnet."""
-    ext = netns_factory("cnit-ext")
-    v4 = ipaddress.ip_network(random_v4_subnet())
-    v6 = ipaddress.ip_network(random_v6_subnet())
-    traffic.allow(str(v4))
-    traffic.allow(str(v6))
-    assert node.netns is not None
-    sh(
-        "ip",
-        "-n",
-        node.netns.name,
-        "link",
-        "add",
-        "up0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "up1",
-        "netns",
-        ext.name,
-    )
-    for ns, ifname, idx in ((node.netns.name, "up0", 1), (ext.name, "up1", 2)):
-        sh("ip", "-n", ns, "addr", "add", f"{v4[idx]}/24", "dev", ifname)
-        sh("ip", "-n", ns, "addr", "add", f"{v6[idx]}/64", "dev", ifname, "nodad")
-        sh("ip", "-n", ns, "link", "set", ifname, "up")
-    yield ext, str(v4[1]), str(v6[1])
 
 
 def test_other_host_and_other_pod_reach_host_port(
