@@ -109,6 +109,14 @@ def _to_link(msg: Any) -> Link:
     )
 
 
+def preload() -> None:
+    """Import pyroute2 now, for a long-lived caller that would rather not pay it in a request."""
+    import importlib
+
+    importlib.import_module("pyroute2")
+    _netlink_error()
+
+
 class Netlink:
     def __init__(self) -> None:
         from pyroute2 import IPRoute  # type: ignore[import-untyped]

@@ -315,3 +315,57 @@ def test_route_localnet_is_not_set_on_an_uplink(
     assert node.sysctl("net/ipv4/conf/up0/route_localnet") == "0"
     runner.invoke("criruntime-portmap", "DEL", conf, env)
     assert dnat_chains(node) == []
+
+
+def test_shared_chains_once_and_del_without_mappings_runs_nothing(
+    node: Node,
+    pod: Callable[[], Netns],
+    runner: Runner,
+    net: Net,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pods after the first add only their own chain (the shared rules are seen in the one
+    iptables-save and not written twice), and a DEL told there were no port mappings does
+    not run iptables at all."""
+    pods = [pod() for _ in range(3)]
+    atts = [
+        Attachment(
+            runner,
+            portmap_conflist(net, node),
+            f"shared-{i}",
+            p.path,
+            runtime={"portMappings": [mapping(free_port())]},
+        )
+        for i, p in enumerate(pods)
+    ]
+    for att in atts:
+        att.add()
+    rules = node.iptables_rules(4)
+    shared = [r for r in rules if r.startswith("-A") and "CNI-DN-" not in r]
+    assert len(shared) == len(set(shared)) == 5, shared  # SETMARK, MASQ, 3 jumps
+    assert len(dnat_chains(node)) == 3
+    att = atts.pop()
+    att.delete()
+    assert len(dnat_chains(node)) == 2
+
+    ran: list[list[str]] = []
+    real_run = _iptables.subprocess.run
+
+    def recording_run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        ran.append(argv)
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(_iptables.subprocess, "run", recording_run)
+    conf = {
+        **PORTMAP,
+        "name": net.name,
+        "cniVersion": "1.0.0",
+        "runtimeConfig": {"portMappings": []},
+        "prevResult": atts[0].result,
+    }
+    runner.invoke("criruntime-portmap", "DEL", conf, runner.env("shared-0", pods[0].path))
+    assert ran == []
+    monkeypatch.undo()
+    for att in atts:
+        att.delete()
+    assert dnat_chains(node) == []
