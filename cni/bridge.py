@@ -23,8 +23,15 @@ from typing import Any
 
 from cni._ipam import ipam_add, ipam_check, ipam_del, ipam_type
 from cni._ipmasq import release_ipmasq, setup_ipmasq
-from cni._netlink import AF_INET, AF_INET6, Link, Netlink, port_names
-from cni._ns import NetnsGoneError, NotANetnsError, open_netns, run_in_netns, run_in_netns_fd
+from cni._netlink import AF_INET, AF_INET6, Link, Netlink, link_by_name, port_names
+from cni._ns import (
+    NetnsGoneError,
+    NotANetnsError,
+    open_netns,
+    run_in_netns,
+    run_in_netns_fd,
+    start_in_netns_fd,
+)
 from cni._skel import CmdArgs, Plugin, main_for
 from cni._sysctl import try_write_sysctl, write_sysctl
 from cni._types import DNS, IPConfig, IPInterface, Result, Route
@@ -114,14 +121,16 @@ def load_conf(args: CmdArgs) -> BridgeConf:
 
 
 def ensure_bridge(nl: Netlink, n: BridgeConf) -> Link:
-    try:
-        nl.create_bridge(n.bridge, n.mtu)
-    except OSError as exc:
-        if exc.errno != errno.EEXIST:  # EEXIST: a previous or concurrent ADD made it
-            raise CNIError(
-                ErrorCode.INTERNAL, f"failed to create bridge {n.bridge!r}: {exc.strerror}"
-            ) from exc
-    br = nl.link(n.bridge)
+    br = nl.link(n.bridge)  # made by the network's first ADD: a lookup is all the others need
+    if br is None:
+        try:
+            nl.create_bridge(n.bridge, n.mtu)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:  # EEXIST: a concurrent ADD made it
+                raise CNIError(
+                    ErrorCode.INTERNAL, f"failed to create bridge {n.bridge!r}: {exc.strerror}"
+                ) from exc
+        br = nl.link(n.bridge)
     if br is None:
         raise CNIError(ErrorCode.INTERNAL, f"could not lookup {n.bridge!r}")
     if br.kind != "bridge":
@@ -331,18 +340,24 @@ def cmd_add(args: CmdArgs) -> Result:
                 if not result.ips:
                     raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
                 gws = calc_gateways(result, n)
-                cont_mac = run_in_netns_fd(
+                # The pod side and the host side do not depend on each other: the pod's
+                # interface is set up in its netns while this thread does the bridge and
+                # the iptables check (an exec), and the two waits overlap.
+                configured = start_in_netns_fd(
                     netns_fd,
                     lambda: _configure_iface(args.ifname, result, n.enable_dad),
                     args.netns,
                 )
-                for gw in gws:
-                    ensure_addr(nl, br, gw, n.force_address)
-                for version in sorted({gw.version for gw in gws}):
-                    enable_forwarding(version)
-                if n.ip_masq:
-                    masq_done = True
-                    setup_ipmasq([ip.address.network for ip in result.ips], args.name)
+                try:
+                    for gw in gws:
+                        ensure_addr(nl, br, gw, n.force_address)
+                    for version in sorted({gw.version for gw in gws}):
+                        enable_forwarding(version)
+                    if n.ip_masq:
+                        masq_done = True
+                        setup_ipmasq([ip.address.network for ip in result.ips], args.name)
+                finally:
+                    cont_mac = configured()  # joined even when the host side failed
             else:
                 cont_mac = run_in_netns_fd(netns_fd, _link_up_mac(args.ifname), args.netns)
             result.interfaces[CONTAINER_IF_INDEX].mac = cont_mac
@@ -377,19 +392,17 @@ def _undo_add(
             ipam_del(args)
 
 
-def _delete_link(ifname: str) -> Callable[[], list[IPInterface]]:
-    def run() -> list[IPInterface]:
+def _delete_link(ifname: str) -> Callable[[], None]:
+    def run() -> None:
+        link = link_by_name(ifname)
+        if link is None:
+            return
         with Netlink() as nl:
-            link = nl.link(ifname)
-            if link is None:
-                return []
-            addrs = nl.addresses(link.index)
             try:
-                nl.delete_link(link.index)
+                nl.delete_link(link.index)  # takes the host end with it
             except OSError as exc:
                 if exc.errno != errno.ENODEV:
                     raise
-            return addrs
 
     return run
 
