@@ -178,16 +178,7 @@ class Netlink:
     # -- addresses ---------------------------------------------------------
 
     def addresses(self, index: int, family: int | None = None) -> list[IPInterface]:
-        kwargs: dict[str, Any] = {"index": index}
-        if family is not None:
-            kwargs["family"] = family
-        msgs = _call(lambda: self._ipr.get_addr(**kwargs))
-        out: list[IPInterface] = []
-        for msg in msgs:
-            addr = msg.get("IFA_ADDRESS")
-            if addr:
-                out.append(ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}"))
-        return out
+        return addresses_of(index, family or 0)
 
     def add_address(self, index: int, iface: IPInterface, nodad: bool = False) -> None:
         kwargs: dict[str, Any] = {
@@ -254,7 +245,9 @@ class Netlink:
 # pyroute2 keeps everything that writes.
 
 _NETLINK_ROUTE = 0
-_RTM_NEWLINK, _RTM_GETLINK = 16, 18
+_RTM_GETLINK, _RTM_GETADDR = 18, 22
+_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINK = 1, 3, 4, 5
@@ -284,14 +277,12 @@ def _attrs(data: bytes) -> dict[int, bytes]:
     return out
 
 
-def _rtnl_links(index: int, attrs: bytes, dump: bool) -> list[Link]:
-    """RTM_GETLINK in the calling thread's netns: one link (by index, or by an IFLA_IFNAME in
-    attrs), or a dump the kernel filters by attrs. ENODEV is an empty answer."""
-    body = _IFINFOMSG.pack(0, 0, index, 0, 0) + attrs
-    body += _attr(_IFLA_EXT_MASK, struct.pack("=I", _RTEXT_FILTER_SKIP_STATS))
+def _rtnl(msg_type: int, body: bytes, dump: bool) -> list[bytes]:
+    """One rtnetlink request in the calling thread's netns; the payloads of the answer's
+    messages. ENODEV is an empty answer."""
     flags = _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0)
-    header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_GETLINK, flags, 1, 0)
-    links: list[Link] = []
+    header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), msg_type, flags, 1, 0)
+    out: list[bytes] = []
     with socket.socket(
         socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE
     ) as sock:
@@ -307,18 +298,41 @@ def _rtnl_links(index: int, attrs: bytes, dump: bool) -> list[Link]:
                 payload = data[offset + _NLMSG_HDR.size : offset + length]
                 offset += (length + 3) & ~3
                 if kind == _NLMSG_DONE:
-                    return links
+                    return out
                 if kind == _NLMSG_ERROR:
                     (error,) = struct.unpack_from("=i", payload)
                     if error == -errno.ENODEV:
                         return []
                     if error:
                         raise OSError(-error, os_strerror(-error))
-                    return links
-                if kind == _RTM_NEWLINK:
-                    links.append(_parse_link(payload))
-            if not dump and links:
-                return links
+                    return out
+                out.append(payload)
+            if not dump and out:
+                return out
+
+
+def _rtnl_links(index: int, attrs: bytes, dump: bool) -> list[Link]:
+    """RTM_GETLINK: one link (by index, or by an IFLA_IFNAME in attrs), or a dump the kernel
+    filters by attrs."""
+    body = _IFINFOMSG.pack(0, 0, index, 0, 0) + attrs
+    body += _attr(_IFLA_EXT_MASK, struct.pack("=I", _RTEXT_FILTER_SKIP_STATS))
+    return [_parse_link(p) for p in _rtnl(_RTM_GETLINK, body, dump)]
+
+
+def addresses_of(index: int, family: int = 0) -> list[IPInterface]:
+    """The addresses of link `index` (of one family, or all), in the calling thread's netns."""
+    found: list[IPInterface] = []
+    for payload in _rtnl(_RTM_GETADDR, _IFADDRMSG.pack(family, 0, 0, 0, 0), dump=True):
+        fam, prefixlen, _flags, _scope, link = _IFADDRMSG.unpack_from(payload)
+        if link != index or (family and fam != family):
+            continue
+        attrs = _attrs(payload[_IFADDRMSG.size :])
+        raw = attrs.get(_IFA_ADDRESS) or attrs.get(_IFA_LOCAL)
+        if raw is None or fam not in (AF_INET, AF_INET6):
+            continue
+        ip = ipaddress.IPv4Address(raw) if fam == AF_INET else ipaddress.IPv6Address(raw)
+        found.append(ipaddress.ip_interface(f"{ip}/{prefixlen}"))
+    return found
 
 
 def _parse_link(payload: bytes) -> Link:
