@@ -288,6 +288,37 @@ def test_concurrent_adds_on_one_bridge(
     assert not [r for r in node.iptables_rules(4) if net.name in r]
 
 
+def test_last_del_racing_an_add_keeps_the_new_pods_rules(
+    node: Node,
+    pod: Callable[[], Netns],
+    runner: Runner,
+    net: Net,
+) -> None:
+    """The network's last DEL removes its ipMasq rules while another ADD is under way: either
+    the DEL sees the new veth and keeps them, or the ADD puts them back. Never a pod without."""
+    conflist = net.conflist(net.bridge_conf(v6=False, ipMasq=True))
+    expected = masq_rules(node, net, 4)
+    old = Attachment(runner, conflist, "race-0", pod().path)
+    old.add()
+    for i in range(1, 7):
+        new = Attachment(runner, conflist, f"race-{i}", pod().path, in_process=i % 2 == 0)
+        barrier = threading.Barrier(2)
+
+        def step(att: Attachment, add: bool) -> None:
+            barrier.wait()  # noqa: B023
+            if add:
+                att.add()
+            else:
+                att.delete()
+
+        with ThreadPoolExecutor(2) as ex:
+            list(ex.map(step, (old, new), (False, True)))
+        assert network_rules(node, net, 4) == expected, f"round {i}"
+        old = new
+    old.delete()
+    assert network_rules(node, net, 4) == []
+
+
 def test_failed_add_rolls_back(
     node: Node,
     pod: Callable[[], Netns],
