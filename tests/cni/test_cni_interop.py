@@ -143,11 +143,10 @@ def test_reference_pods_and_ours_share_a_bridge(
     """Pods of the reference bridge and of ours on one network: the reference's per-pod
     chains and our network rules coexist, and the last DEL (ours) removes both."""
     ours, theirs = pod(), pod()
-    conf = {"ipMasq": True}
     a = Attachment(
-        runner, net.conflist(net.bridge_conf("criruntime-bridge", **conf)), "o", ours.path
+        runner, net.conflist(net.bridge_conf("criruntime-bridge", ipMasq=True)), "o", ours.path
     )
-    b = Attachment(runner, net.conflist(net.bridge_conf("bridge", **conf)), "r", theirs.path)
+    b = Attachment(runner, net.conflist(net.bridge_conf("bridge", ipMasq=True)), "r", theirs.path)
     a.add()
     b.add()
     b.delete()  # the reference removes its own chain; ours stay for pod "o"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -349,13 +350,13 @@ def test_shared_chains_once_and_del_without_mappings_runs_nothing(
     assert len(dnat_chains(node)) == 2
 
     ran: list[list[str]] = []
-    real_run = _iptables.subprocess.run
+    real_run = subprocess.run
 
     def recording_run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
         ran.append(argv)
         return real_run(argv, *args, **kwargs)
 
-    monkeypatch.setattr(_iptables.subprocess, "run", recording_run)
+    monkeypatch.setattr(subprocess, "run", recording_run)
     conf = {
         **PORTMAP,
         "name": net.name,
