@@ -245,11 +245,11 @@ class Netlink:
 # pyroute2 keeps everything that writes.
 
 _NETLINK_ROUTE = 0
-_RTM_GETLINK, _RTM_GETADDR = 18, 22
+_RTM_DELLINK, _RTM_GETLINK, _RTM_GETADDR = 17, 18, 22
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINK = 1, 3, 4, 5
 _IFLA_MASTER, _IFLA_OPERSTATE, _IFLA_LINKINFO, _IFLA_EXT_MASK = 10, 16, 18, 29
 _IFLA_INFO_KIND = 1
@@ -277,10 +277,10 @@ def _attrs(data: bytes) -> dict[int, bytes]:
     return out
 
 
-def _rtnl(msg_type: int, body: bytes, dump: bool) -> list[bytes]:
+def _rtnl(msg_type: int, body: bytes, dump: bool, ack: bool = False) -> list[bytes]:
     """One rtnetlink request in the calling thread's netns; the payloads of the answer's
-    messages. ENODEV is an empty answer."""
-    flags = _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0)
+    messages (none for an acknowledged change). ENODEV is an empty answer."""
+    flags = _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0) | (_NLM_F_ACK if ack else 0)
     header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), msg_type, flags, 1, 0)
     out: list[bytes] = []
     with socket.socket(
@@ -356,6 +356,13 @@ def _parse_link(payload: bytes) -> Link:
         peer_index=u32(_IFLA_LINK),
         operstate=_OPERSTATES[operstate] if operstate < len(_OPERSTATES) else "UNKNOWN",
     )
+
+
+def delete_link_by_name(name: str) -> None:
+    """Delete a link (a veth takes its peer along) in the calling thread's netns; one that is
+    not there is fine."""
+    body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(_IFLA_IFNAME, name.encode() + b"\0")
+    _rtnl(_RTM_DELLINK, body, dump=False, ack=True)
 
 
 def link_by_name(name: str) -> Link | None:

@@ -23,7 +23,14 @@ from typing import Any
 
 from cni._ipam import ipam_add, ipam_check, ipam_del, ipam_type
 from cni._ipmasq import release_ipmasq, setup_ipmasq
-from cni._netlink import AF_INET, AF_INET6, Link, Netlink, link_by_name, port_names
+from cni._netlink import (
+    AF_INET,
+    AF_INET6,
+    Link,
+    Netlink,
+    delete_link_by_name,
+    port_names,
+)
 from cni._ns import (
     NetnsGoneError,
     NotANetnsError,
@@ -394,15 +401,7 @@ def _undo_add(
 
 def _delete_link(ifname: str) -> Callable[[], None]:
     def run() -> None:
-        link = link_by_name(ifname)
-        if link is None:
-            return
-        with Netlink() as nl:
-            try:
-                nl.delete_link(link.index)  # takes the host end with it
-            except OSError as exc:
-                if exc.errno != errno.ENODEV:
-                    raise
+        delete_link_by_name(ifname)  # takes the host end with it; none there is fine
 
     return run
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
-from cni._netlink import addresses_of, link_by_index, link_by_name, port_names
+from cni._netlink import (
+    addresses_of,
+    delete_link_by_name,
+    link_by_index,
+    link_by_name,
+    port_names,
+)
 from tests.cni.helpers import Node
 
 
@@ -35,3 +41,7 @@ def test_links_ports_and_addresses_match_ip(node: Node) -> None:
     addrs = {str(a) for a in node.call(lambda: addresses_of(bridge))}
     assert addrs >= {"10.254.3.1/24", "fd00:254:3::1/64"}
     assert {str(a) for a in node.call(lambda: addresses_of(bridge, 2))} == {"10.254.3.1/24"}
+    node.call(lambda: delete_link_by_name("nlv1"))  # the peer goes with it
+    assert node.call(lambda: link_by_name("nlv0")) is None
+    assert node.call(lambda: port_names(bridge)) == []
+    node.call(lambda: delete_link_by_name("nlv1"))  # already gone: fine
