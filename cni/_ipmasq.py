@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from cni._iptables import IPTables, Snapshot
+from cni._netlink import nftables_generation
 from cni._types import IPNetwork
 from cni.errors import CNIError
 
@@ -93,8 +94,9 @@ def _missing(snap: Snapshot, network: str, subnet: IPNetwork, version: int) -> l
 
 def setup_ipmasq(subnets: Iterable[IPNetwork], network: str) -> None:
     """Make sure the network's rules for these subnets are in place; ADD calls this once its
-    veth is on the bridge. One iptables-save per family; a restore only when something is
-    missing (the network's first pod, or rules someone flushed)."""
+    veth is on the bridge. One iptables-save per family, or nothing when the nftables ruleset
+    has not changed since this process last found the rules complete; a restore only when
+    something is missing (the network's first pod, or rules someone flushed)."""
     by_family: dict[int, list[IPNetwork]] = {}
     for subnet in subnets:
         if subnet not in by_family.setdefault(subnet.version, []):
@@ -102,13 +104,37 @@ def setup_ipmasq(subnets: Iterable[IPNetwork], network: str) -> None:
     for version, nets in sorted(by_family.items()):
         ipt = IPTables(version)
         with _locked(fcntl.LOCK_SH):
+            key = _verified_key(ipt, network, nets)
+            generation = nftables_generation() if key is not None else None
+            if key is not None and generation is not None and _verified.get(key) == generation:
+                continue
             snap = ipt.save("nat")
             if not any(_missing(snap, network, n, version) for n in nets):
+                if key is not None and generation is not None:
+                    _verified[key] = generation  # read before the save: never newer than it
                 continue
         with _locked(fcntl.LOCK_EX):
             snap = ipt.save("nat")  # again: another ADD may have written them meanwhile
             cmds = [cmd for n in nets for cmd in _missing(snap, network, n, version)]
             ipt.restore("nat", cmds)
+
+
+# (netns, iptables binary, network, subnets) -> the nftables generation at which the rules
+# were last seen complete. Kept only with iptables-nft, where every change (ours, a flush,
+# anyone's) moves the generation: a match proves the rules are still there.
+_verified: dict[tuple[int, int, str, str, tuple[str, ...]], int] = {}
+
+
+def _verified_key(
+    ipt: IPTables, network: str, nets: list[IPNetwork]
+) -> tuple[int, int, str, str, tuple[str, ...]] | None:
+    if not os.path.realpath(ipt.binary).endswith("-nft-multi"):
+        return None  # iptables-legacy: no generation to compare
+    try:
+        netns = os.stat("/proc/thread-self/ns/net")
+    except OSError:
+        return None
+    return (netns.st_dev, netns.st_ino, ipt.binary, network, tuple(sorted(map(str, nets))))
 
 
 def release_ipmasq(

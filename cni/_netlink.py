@@ -382,3 +382,32 @@ def port_names(master: int, exclude: str = "") -> list[str]:
     filter and send every link)."""
     links = _rtnl_links(0, _attr(_IFLA_MASTER, struct.pack("=I", master)), dump=True)
     return [link.name for link in links if link.master == master and link.name != exclude]
+
+
+_NETLINK_NETFILTER = 12
+_NFT_MSG_GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
+_NFTA_GEN_ID = 1
+
+
+def nftables_generation() -> int | None:
+    """The nftables ruleset generation of the calling thread's netns: the kernel bumps it on
+    every ruleset change (iptables-nft included), so an unchanged number means an unchanged
+    ruleset. None where nftables cannot answer."""
+    body = struct.pack("=BBH", 0, 0, 0)  # nfgenmsg: AF_UNSPEC, NFNETLINK_V0
+    header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _NFT_MSG_GETGEN, _NLM_F_REQUEST, 1, 0)
+    try:
+        with socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_NETFILTER
+        ) as sock:
+            sock.bind((0, 0))
+            sock.send(header + body)
+            data = sock.recv(1 << 12)
+    except OSError:
+        return None
+    if len(data) < _NLMSG_HDR.size + 4:
+        return None
+    length, kind, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data)
+    if kind == _NLMSG_ERROR:
+        return None
+    gen = _attrs(data[_NLMSG_HDR.size + 4 : length]).get(_NFTA_GEN_ID)
+    return int.from_bytes(gen[:4], "big") if gen and len(gen) >= 4 else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 import cni
+from cni import _iptables
 from cni._ipmasq import masq_chain
 from tests.cni.conftest import HostCleanup, Net
 from tests.cni.helpers import (
@@ -286,6 +288,45 @@ def test_concurrent_adds_on_one_bridge(
         list(ex.map(lambda a: a.delete(), atts))
     assert not [f for f in os.listdir(net.data_dir / net.name) if f[0].isdigit()]
     assert not [r for r in node.iptables_rules(4) if net.name in r]
+
+
+def test_ip_masq_check_costs_no_exec_while_the_ruleset_is_unchanged(
+    node: Node,
+    pod: Callable[[], Netns],
+    runner: Runner,
+    net: Net,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With iptables-nft, an ADD that finds the nftables generation where this process last
+    saw the rules complete runs no iptables at all; any change to the ruleset (here a flush
+    of our chain) sends the next ADD back to iptables-save, which repairs it."""
+    monkeypatch.setattr(_iptables, "BINARIES", {4: "iptables-nft", 6: "ip6tables-nft"})
+    conflist = net.conflist(net.bridge_conf(v6=False, ipMasq=True))
+    ran: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        ran.append(argv)
+        return real_run(argv, *args, **kwargs)
+
+    atts = [Attachment(runner, conflist, f"gen-{i}", pod().path) for i in range(4)]
+    atts[0].add()  # writes the rules
+    atts[1].add()  # sees them with iptables-save
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    atts[2].add()
+    assert ran == []
+    monkeypatch.setattr(subprocess, "run", real_run)
+    node.run("iptables-nft", "-t", "nat", "-F", masq_chain(net.name, ipaddress.ip_network(net.v4)))
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    atts[3].add()
+    assert [os.path.basename(argv[0]) for argv in ran] == [
+        "iptables-nft-save", "iptables-nft-save", "iptables-nft-restore",
+    ]  # fmt: skip
+    monkeypatch.setattr(subprocess, "run", real_run)
+    assert network_rules(node, net, 4) == masq_rules(node, net, 4)
+    for att in atts:
+        att.delete()
+    assert network_rules(node, net, 4) == []
 
 
 def test_last_del_racing_an_add_keeps_the_new_pods_rules(
