@@ -42,12 +42,6 @@ def format_chain_name(network: str, container_id: str, prefix: str = "") -> str:
     return ("CNI-" + prefix + digest)[:_MAX_CHAIN]
 
 
-def format_comment(network: str, container_id: str) -> str:
-    # Go's fmt %q; names and IDs are restricted to [A-Za-z0-9_.-] by the
-    # skel's validation, so plain double quotes are the exact equivalent.
-    return f'name: "{network}" id: "{container_id}"'
-
-
 def masq_chain(network: str, subnet: IPNetwork) -> str:
     return format_chain_name(network, str(subnet), "MASQ-")
 
