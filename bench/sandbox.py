@@ -139,8 +139,9 @@ def _default_conflist(base: str, bin_dir: str) -> dict[str, object]:
     return conf
 
 
-def _network(base: str, tag: str, conflist: dict[str, object], subnet: ipaddress.IPv4Network,
-             reference: bool) -> Network:  # fmt: skip
+def _network(
+    base: str, tag: str, conflist: dict[str, object], subnet: ipaddress.IPv4Network, reference: bool
+) -> Network:
     """This run's copy of `conflist`: own name, bridge, subnet and IPAM dir, and for the
     reference the plugin types without criruntime's prefix."""
     net = Network(
@@ -153,15 +154,16 @@ def _network(base: str, tag: str, conflist: dict[str, object], subnet: ipaddress
     conf = json.loads(json.dumps(conflist))
     conf["name"] = net.name
     for plugin in conf["plugins"]:
+        ipam = plugin.get("ipam")
         if reference:
-            plugin["type"] = plugin["type"].removeprefix("criruntime-")
+            for entry in (plugin, ipam or {}):
+                if "type" in entry:
+                    entry["type"] = entry["type"].removeprefix("criruntime-")
         if "bridge" in plugin:
             plugin["bridge"] = net.bridge
-            plugin["ipam"]["type"] = plugin["ipam"]["type"].removeprefix(
-                "" if not reference else "criruntime-"
-            )
-            plugin["ipam"]["ranges"] = [[{"subnet": str(subnet)}]]
-            plugin["ipam"]["dataDir"] = net.ipam_dir
+        if ipam is not None:
+            ipam["ranges"] = [[{"subnet": str(subnet)}]]
+            ipam["dataDir"] = net.ipam_dir
     os.makedirs(net.conf_dir)
     with open(os.path.join(net.conf_dir, "10-bench.conflist"), "w") as f:
         json.dump(conf, f)
