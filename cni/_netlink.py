@@ -103,12 +103,20 @@ def preload() -> None:
 
 class Netlink:
     def __init__(self) -> None:
-        from pyroute2 import IPRoute  # type: ignore[import-untyped]
+        self._ipr_socket: Any = None
 
-        self._ipr: Any = IPRoute()
+    @property
+    def _ipr(self) -> Any:
+        # Made on first use (~1.5 ms): a pod's ADD and DEL need none on their usual path.
+        if self._ipr_socket is None:
+            from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+            self._ipr_socket = IPRoute()
+        return self._ipr_socket
 
     def close(self) -> None:
-        self._ipr.close()
+        if self._ipr_socket is not None:
+            self._ipr_socket.close()
 
     def __enter__(self) -> Netlink:
         return self
@@ -156,13 +164,13 @@ class Netlink:
         _call(lambda: self._ipr.link("del", index=index))
 
     def set_up(self, index: int) -> None:
-        _call(lambda: self._ipr.link("set", index=index, state="up"))
+        _setlink(_IFINFOMSG.pack(0, 0, index, IFF_UP, IFF_UP))
 
     def set_down(self, index: int) -> None:
         _call(lambda: self._ipr.link("set", index=index, state="down"))
 
     def set_master(self, index: int, master: int) -> None:
-        _call(lambda: self._ipr.link("set", index=index, master=master))
+        _setlink(_IFINFOMSG.pack(0, 0, index, 0, 0) + _attr(_IFLA_MASTER, _u32(master)))
 
     def set_mac(self, index: int, mac: str) -> None:
         _call(lambda: self._ipr.link("set", index=index, address=mac))
@@ -172,8 +180,10 @@ class Netlink:
         _call(lambda: self._ipr.link("set", index=index, flags=flags, change=IFF_PROMISC))
 
     def set_hairpin(self, index: int, on: bool) -> None:
-        # IFLA_BRPORT_MODE (pyroute2 calls it "mode") is the hairpin flag.
-        _call(lambda: self._ipr.brport("set", index=index, mode=1 if on else 0))
+        # IFLA_BRPORT_MODE is the hairpin flag, in the bridge family's IFLA_PROTINFO.
+        mode = _attr(_IFLA_BRPORT_MODE, bytes([1 if on else 0]))
+        protinfo = _attr(_IFLA_PROTINFO | _NLA_F_NESTED, mode)
+        _setlink(_IFINFOMSG.pack(_AF_BRIDGE, 0, index, 0, 0) + protinfo)
 
     # -- addresses ---------------------------------------------------------
 
@@ -181,16 +191,13 @@ class Netlink:
         return addresses_of(index, family or 0)
 
     def add_address(self, index: int, iface: IPInterface, nodad: bool = False) -> None:
-        kwargs: dict[str, Any] = {
-            "index": index,
-            "address": str(iface.ip),
-            "prefixlen": iface.network.prefixlen,
-        }
+        family = AF_INET if iface.version == 4 else AF_INET6
+        flags = IFA_F_NODAD if nodad and iface.version == 6 else 0
+        body = _IFADDRMSG.pack(family, iface.network.prefixlen, flags, 0, index)
+        body += _attr(_IFA_LOCAL, iface.ip.packed) + _attr(_IFA_ADDRESS, iface.ip.packed)
         if iface.version == 4:
-            kwargs["broadcast"] = str(iface.network.broadcast_address)
-        elif nodad:
-            kwargs["flags"] = IFA_F_NODAD
-        _call(lambda: self._ipr.addr("add", **kwargs))
+            body += _attr(_IFA_BROADCAST, iface.network.broadcast_address.packed)
+        _rtnl(_RTM_NEWADDR, body, dump=False, ack=True, create=True)
 
     def delete_address(self, index: int, iface: IPInterface) -> None:
         _call(
@@ -202,10 +209,13 @@ class Netlink:
     # -- routes ------------------------------------------------------------
 
     def add_route(self, dst: IPNetwork, gateway: IPAddress | None, oif: int) -> None:
-        kwargs: dict[str, Any] = {"dst": str(dst), "oif": oif}
+        """A static unicast route in the main table, scope global (as pyroute2 made them)."""
+        family = AF_INET if dst.version == 4 else AF_INET6
+        body = _RTMSG.pack(family, dst.prefixlen, 0, 0, RT_TABLE_MAIN, _RTPROT_STATIC, 0, 1, 0)
+        body += _attr(_RTA_DST, dst.network_address.packed) + _attr(_RTA_OIF, _u32(oif))
         if gateway is not None:
-            kwargs["gateway"] = str(gateway)
-        _call(lambda: self._ipr.route("add", **kwargs))
+            body += _attr(_RTA_GATEWAY, gateway.packed)
+        _rtnl(_RTM_NEWROUTE, body, dump=False, ack=True, create=True)
 
     def routes(self, family: int) -> list[RouteEntry]:
         msgs = _call(lambda: self._ipr.get_routes(family=family, table=RT_TABLE_MAIN))
@@ -246,7 +256,14 @@ class Netlink:
 
 _NETLINK_ROUTE = 0
 _RTM_DELLINK, _RTM_GETLINK, _RTM_GETADDR = 17, 18, 22
-_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_BROADCAST = 1, 2, 4
+_RTM_SETLINK, _RTM_NEWADDR, _RTM_NEWROUTE = 19, 20, 24
+_NLM_F_EXCL, _NLM_F_CREATE = 0x200, 0x400
+_AF_BRIDGE = 7
+_IFLA_PROTINFO, _IFLA_BRPORT_MODE, _NLA_F_NESTED = 12, 4, 0x8000
+_RTA_DST, _RTA_OIF, _RTA_GATEWAY = 1, 4, 5
+_RTPROT_STATIC = 4
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope, type
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
@@ -277,10 +294,21 @@ def _attrs(data: bytes) -> dict[int, bytes]:
     return out
 
 
-def _rtnl(msg_type: int, body: bytes, dump: bool, ack: bool = False) -> list[bytes]:
+def _rtnl(
+    msg_type: int,
+    body: bytes,
+    dump: bool,
+    ack: bool = False,
+    create: bool = False,
+    enodev_ok: bool = True,
+) -> list[bytes]:
     """One rtnetlink request in the calling thread's netns; the payloads of the answer's
-    messages (none for an acknowledged change). ENODEV is an empty answer."""
+    messages (none for an acknowledged change). ENODEV is an empty answer if enodev_ok;
+    `create` makes a new object and fails with EEXIST on an existing one."""
     flags = _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0) | (_NLM_F_ACK if ack else 0)
+    if create:
+        flags |= _NLM_F_CREATE | _NLM_F_EXCL
+        enodev_ok = False
     header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), msg_type, flags, 1, 0)
     out: list[bytes] = []
     with socket.socket(
@@ -301,7 +329,7 @@ def _rtnl(msg_type: int, body: bytes, dump: bool, ack: bool = False) -> list[byt
                     return out
                 if kind == _NLMSG_ERROR:
                     (error,) = struct.unpack_from("=i", payload)
-                    if error == -errno.ENODEV:
+                    if error == -errno.ENODEV and enodev_ok:
                         return []
                     if error:
                         raise OSError(-error, os_strerror(-error))
@@ -309,6 +337,15 @@ def _rtnl(msg_type: int, body: bytes, dump: bool, ack: bool = False) -> list[byt
                 out.append(payload)
             if not dump and out:
                 return out
+
+
+def _u32(value: int) -> bytes:
+    return struct.pack("=I", value)
+
+
+def _setlink(body: bytes) -> None:
+    """Change an existing link; a missing one is an error (ENODEV), as with pyroute2."""
+    _rtnl(_RTM_SETLINK, body, dump=False, ack=True, enodev_ok=False)
 
 
 def _rtnl_links(index: int, attrs: bytes, dump: bool) -> list[Link]:

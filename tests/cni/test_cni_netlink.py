@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import json
 
+import pytest
+
 from cni._netlink import (
+    Netlink,
     addresses_of,
     delete_link_by_name,
     link_by_index,
@@ -45,3 +50,44 @@ def test_links_ports_and_addresses_match_ip(node: Node) -> None:
     assert node.call(lambda: link_by_name("nlv0")) is None
     assert node.call(lambda: port_names(bridge)) == []
     node.call(lambda: delete_link_by_name("nlv1"))  # already gone: fine
+
+
+def test_link_address_and_route_writes_match_ip(node: Node) -> None:
+    """What ADD writes with bare netlink is what `ip` shows (and what pyroute2 wrote)."""
+    node.run("ip", "link", "add", "nwbr", "type", "bridge")
+    node.run("ip", "link", "add", "nwv0", "type", "veth", "peer", "name", "nwv1")
+    node.run("ip", "link", "set", "nwv1", "up")
+
+    def write() -> bool:
+        with Netlink() as nl:
+            port, bridge = link_by_name("nwv0"), link_by_name("nwbr")
+            assert port is not None and bridge is not None
+            nl.set_master(port.index, bridge.index)
+            nl.set_hairpin(port.index, True)
+            nl.set_up(port.index)
+            nl.add_address(port.index, ipaddress.ip_interface("10.254.4.5/24"))
+            nl.add_address(port.index, ipaddress.ip_interface("fd00:254:4::5/64"), nodad=True)
+            gw = ipaddress.ip_address("10.254.4.1")
+            nl.add_route(ipaddress.ip_network("0.0.0.0/0"), gw, port.index)
+            nl.add_route(ipaddress.ip_network("10.253.0.0/16"), None, port.index)
+            with pytest.raises(OSError) as exc:
+                nl.add_address(port.index, ipaddress.ip_interface("10.254.4.5/24"))
+            assert exc.value.errno == errno.EEXIST
+            with pytest.raises(OSError) as exc:
+                nl.set_up(999999)
+            assert exc.value.errno == errno.ENODEV
+            return nl._ipr_socket is None  # nothing here needed pyroute2
+
+    assert node.call(write)
+    link = json.loads(node.run("ip", "-j", "-d", "link", "show", "nwv0").stdout)[0]
+    assert link["master"] == "nwbr" and "UP" in link["flags"]
+    assert link["linkinfo"]["info_slave_data"]["hairpin"] is True
+    addrs = json.loads(node.run("ip", "-j", "addr", "show", "nwv0").stdout)[0]["addr_info"]
+    v4 = next(a for a in addrs if a["family"] == "inet")
+    assert (v4["local"], v4["prefixlen"], v4["broadcast"]) == ("10.254.4.5", 24, "10.254.4.255")
+    v6 = next(a for a in addrs if a["family"] == "inet6" and a["scope"] == "global")
+    assert v6["local"] == "fd00:254:4::5" and v6.get("nodad") is True
+    routes = json.loads(node.run("ip", "-j", "-d", "route", "show", "dev", "nwv0").stdout)
+    static = {r["dst"]: r for r in routes if r.get("protocol") == "static"}
+    assert static["default"]["gateway"] == "10.254.4.1"
+    assert static["10.253.0.0/16"]["scope"] == "global"
