@@ -151,14 +151,16 @@ class Netlink:
         One RTM_NEWLINK does it: the peer never exists in this netns, so its
         name (usually "eth0") cannot clash with a host interface.
         """
-        peer: dict[str, Any] = {"ifname": peer_name, "net_ns_fd": peer_netns_fd}
-        kwargs: dict[str, Any] = {"ifname": name, "kind": "veth", "peer": peer}
-        if mtu:
-            kwargs["mtu"] = mtu
-            peer["mtu"] = mtu
+        mtu_attr = _attr(_IFLA_MTU, _u32(mtu)) if mtu else b""
+        peer = _IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(_IFLA_IFNAME, peer_name.encode() + b"\0")
+        peer += _attr(_IFLA_NET_NS_FD, _u32(peer_netns_fd)) + mtu_attr
         if peer_mac:
-            peer["address"] = peer_mac
-        _call(lambda: self._ipr.link("add", **kwargs))
+            peer += _attr(_IFLA_ADDRESS, bytes.fromhex(peer_mac.replace(":", "")))
+        data = _attr(_VETH_INFO_PEER | _NLA_F_NESTED, peer)
+        linkinfo = _attr(_IFLA_INFO_KIND, b"veth\0") + _attr(_IFLA_INFO_DATA | _NLA_F_NESTED, data)
+        body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(_IFLA_IFNAME, name.encode() + b"\0")
+        body += mtu_attr + _attr(_IFLA_LINKINFO | _NLA_F_NESTED, linkinfo)
+        _rtnl(_RTM_NEWLINK, body, dump=False, ack=True, create=True)
 
     def delete_link(self, index: int) -> None:
         _call(lambda: self._ipr.link("del", index=index))
@@ -257,7 +259,8 @@ class Netlink:
 _NETLINK_ROUTE = 0
 _RTM_DELLINK, _RTM_GETLINK, _RTM_GETADDR = 17, 18, 22
 _IFA_ADDRESS, _IFA_LOCAL, _IFA_BROADCAST = 1, 2, 4
-_RTM_SETLINK, _RTM_NEWADDR, _RTM_NEWROUTE = 19, 20, 24
+_RTM_NEWLINK, _RTM_SETLINK, _RTM_NEWADDR, _RTM_NEWROUTE = 16, 19, 20, 24
+_IFLA_NET_NS_FD, _IFLA_INFO_DATA, _VETH_INFO_PEER = 28, 2, 1
 _NLM_F_EXCL, _NLM_F_CREATE = 0x200, 0x400
 _AF_BRIDGE = 7
 _IFLA_PROTINFO, _IFLA_BRPORT_MODE, _NLA_F_NESTED = 12, 4, 0x8000

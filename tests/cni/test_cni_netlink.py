@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import os
+from collections.abc import Callable
 
 import pytest
 
@@ -16,7 +18,7 @@ from cni._netlink import (
     link_by_name,
     port_names,
 )
-from tests.cni.helpers import Node
+from tests.cni.helpers import Netns, Node
 
 
 def test_links_ports_and_addresses_match_ip(node: Node) -> None:
@@ -91,3 +93,26 @@ def test_link_address_and_route_writes_match_ip(node: Node) -> None:
     static = {r["dst"]: r for r in routes if r.get("protocol") == "static"}
     assert static["default"]["gateway"] == "10.254.4.1"
     assert static["10.253.0.0/16"]["scope"] == "global"
+
+
+def test_veth_born_in_another_netns(node: Node, pod: Callable[[], Netns]) -> None:
+    p = pod()
+    fd = os.open(p.path, os.O_RDONLY)
+
+    def create() -> None:
+        with Netlink() as nl:
+            nl.create_veth("nwv9", "eth0", fd, mtu=1400, peer_mac="02:42:ac:11:00:99")
+            with pytest.raises(OSError) as exc:
+                nl.create_veth("nwv9", "eth1", fd)
+            assert exc.value.errno == errno.EEXIST
+
+    try:
+        node.call(create)
+    finally:
+        os.close(fd)
+    host = json.loads(node.run("ip", "-j", "-d", "link", "show", "nwv9").stdout)[0]
+    inside = json.loads(node.run("ip", "-n", p.name, "-j", "-d", "link", "show", "eth0").stdout)[0]
+    assert host["linkinfo"]["info_kind"] == inside["linkinfo"]["info_kind"] == "veth"
+    assert host["mtu"] == inside["mtu"] == 1400
+    assert inside["address"] == "02:42:ac:11:00:99"
+    assert "eth1" not in node.run("ip", "-n", p.name, "link").stdout
