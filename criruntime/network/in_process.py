@@ -23,11 +23,8 @@ class OwnPlugins:
     def load(cls) -> OwnPlugins | None:
         try:
             import cni
-            import cni._netlink
         except ImportError:
             return None
-        # pyroute2's import (~0.3 s) happens now, not in the first pod's RunPodSandbox.
-        cni._netlink.preload()
         return cls(cni)
 
     def handles(self, plugin_type: str) -> bool:
