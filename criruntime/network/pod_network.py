@@ -60,8 +60,9 @@ def capability_args(config: api.PodSandboxConfig, pod_cidrs: list[str]) -> dict[
         for pm in config.port_mappings
         if pm.host_port > 0
     ]
-    if ports:
-        caps["portMappings"] = ports
+    # Passed even when empty: portmap's DEL then knows there is nothing
+    # of this pod's to look for (no iptables-save on every pod's stop).
+    caps["portMappings"] = ports
     bandwidth: dict[str, int] = {}
     ingress = config.annotations.get(INGRESS_ANNOTATION)
     egress = config.annotations.get(EGRESS_ANNOTATION)
