@@ -32,6 +32,7 @@ from tests.container.daemon_env import (
     sh,
     wait_for,
 )
+from tests.image import images
 
 CREATED = api.ContainerState.CONTAINER_CREATED
 RUNNING = api.ContainerState.CONTAINER_RUNNING
@@ -119,7 +120,8 @@ def test_run_status_and_cri_logs(cl: Cluster, imgs: ImageSet) -> None:
     listed = cl.rt.ListContainers(
         api.ListContainersRequest(filter=api.ContainerFilter(id=cid))
     ).containers
-    assert [c.image_ref for c in listed] == [imgs.busybox_repo_digest]
+    # Listed by image ID, which kubelet's image GC matches against ListImages.
+    assert [c.image_ref for c in listed] == [imgs.busybox.config_digest]
     assert listed[0].pod_sandbox_id == pod and listed[0].image_id == imgs.busybox.config_digest
 
     path = cl.log_file(pod)
@@ -531,6 +533,58 @@ def test_create_by_image_id_as_kubelet_does(cl: Cluster, imgs: ImageSet) -> None
         api.ListContainersRequest(filter=api.ContainerFilter(id=cid))
     ).containers
     assert listed.image.user_specified_image == "busybox:1"
+
+
+def test_image_names_agree_with_image_status(
+    make_daemon: Callable[..., Daemon], imgs: ImageSet
+) -> None:
+    """However the image was named (tag, repo digest, image ID, a name served by a mirror),
+    ContainerStatus and ListContainers name it as ImageStatus does; a tag pulled later shows up,
+    and all of it holds after a daemon restart."""
+    mirrored = "mirror.invalid/ctest/busybox"
+    d = make_daemon(f'[registry.mirrors."mirror.invalid"]\nendpoints = ["{imgs.registry.url}"]\n')
+    own = Cluster(d)
+    try:
+        pull(d, imgs.busybox_ref)
+        pull(d, f"{mirrored}:1")
+        pod = own.run_pod()
+        by = {
+            "tag": imgs.busybox_ref,
+            "digest": imgs.busybox_repo_digest,
+            "id": imgs.busybox.config_digest,
+            "mirror": f"{mirrored}:1",
+        }
+        cids = {how: own.create(pod, container_config(ref, name=how, **SLEEP))
+                for how, ref in by.items()}  # fmt: skip
+
+        def check() -> None:
+            image = d.image.ImageStatus(
+                api.ImageStatusRequest(image=api.ImageSpec(image=imgs.busybox.config_digest))
+            ).image
+            assert image.id == imgs.busybox.config_digest
+            listed = {
+                c.id: c for c in own.rt.ListContainers(api.ListContainersRequest()).containers
+            }
+            for how, cid in cids.items():
+                st = own.status(cid).status
+                assert st.image_id == image.id, how
+                assert st.image_ref == image.repo_digests[0], how
+                assert st.image.image == image.repo_tags[0], how
+                assert st.image.user_specified_image == by[how], how
+                assert listed[cid].image_ref == listed[cid].image_id == image.id, how
+                assert listed[cid].image.image == image.repo_tags[0], how
+
+        check()
+        # A later tag of the same image: the containers' status follows the image store.
+        images.push(imgs.registry.url, "ctest/busybox", imgs.busybox, ["0"])
+        pull(d, f"{imgs.registry.host}/ctest/busybox:0")
+        check()
+        assert own.status(cids["tag"]).status.image.image.endswith("/ctest/busybox:0")
+        d.restart()
+        check()
+    finally:
+        own.cleanup()
+        force_cleanup(d)
 
 
 def test_oom_kill_reports_oomkilled(cl: Cluster, imgs: ImageSet) -> None:
