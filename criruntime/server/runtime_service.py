@@ -31,7 +31,11 @@ class RuntimeServicer(SandboxRpcs, ContainerRpcs, api_grpc.RuntimeServiceService
 
     async def Status(self, request: api.StatusRequest, context: Context) -> api.StatusResponse:
         return status.status(
-            request, self._s.config, self._s.settings, self._s.sandboxes.host_cgroups
+            request,
+            self._s.config,
+            self._s.settings,
+            self._s.sandboxes.host_cgroups,
+            user_namespaces=not self._s.sandboxes.user_namespaces_unsupported(),
         )
 
     async def RuntimeConfig(

@@ -587,6 +587,79 @@ def test_image_names_agree_with_image_status(
         force_cleanup(d)
 
 
+def test_image_volume_is_read_only_noexec_and_pins_its_image(cl: Cluster, imgs: ImageSet) -> None:
+    """KEP-4639: an image named in a mount is mounted read-only and noexec at the container
+    path (or its image_sub_path); while the container exists the image is pinned and
+    RemoveImage refuses it; afterwards nothing stays mounted and the image can go."""
+    d = cl.daemon
+    volume_id = d.image.ImageStatus(  # kubelet pulls it, then names it by the ID it got
+        api.ImageStatusRequest(image=api.ImageSpec(image=pull(d, imgs.other_ref)))
+    ).image.id
+    pod = cl.run_pod()
+    before = mounts_under(d.base)
+
+    def image_mount(path: str, **kw: object) -> api.Mount:
+        kw.setdefault("readonly", True)
+        return api.Mount(container_path=path, image=api.ImageSpec(image=volume_id), **kw)  # type: ignore[arg-type]
+
+    def status(ref: str) -> api.Image:
+        request = api.ImageStatusRequest(image=api.ImageSpec(image=ref))
+        image: api.Image = d.image.ImageStatus(request).image
+        return image
+
+    cid = cl.run(pod, container_config(imgs.busybox_ref, mounts=[
+        image_mount("/vol"), image_mount("/vol-etc", image_sub_path="etc")], **SLEEP))  # fmt: skip
+    assert cl.exec(cid, "cat", "/vol/etc/marker", "/vol-etc/marker").stdout == b"other\nother\n"
+    assert cl.exec(cid, "cat", "/etc/marker").stdout == b"busybox\n"
+    r = cl.exec(cid, "touch", "/vol/x")
+    assert r.exit_code != 0 and b"Read-only file system" in r.stderr
+    r = cl.exec(cid, "/vol/bin/busybox", "true")
+    assert r.exit_code != 0 and b"ermission denied" in r.stderr  # noexec
+    mounts = cl.exec(cid, "cat", "/proc/self/mounts").stdout.decode().splitlines()
+    (vol,) = [m.split()[3].split(",") for m in mounts if m.split()[1] == "/vol"]
+    assert {"ro", "noexec", "nosuid", "nodev"} <= set(vol)
+
+    assert status(volume_id).pinned and not status(imgs.busybox_ref).pinned
+    listed = {i.id: i.pinned for i in d.image.ListImages(api.ListImagesRequest()).images}
+    assert listed[volume_id] and not listed[imgs.busybox.config_digest]
+    code, msg = code_of(lambda: d.image.RemoveImage(
+        api.RemoveImageRequest(image=api.ImageSpec(image=imgs.other_ref))))  # fmt: skip
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and cid in msg, msg
+    assert status(volume_id).id == volume_id
+
+    cl.stop(cid)
+    cl.remove(cid)
+    assert mounts_under(d.base) == before
+    assert not status(volume_id).pinned
+    d.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=volume_id)))
+    assert status(volume_id).id == ""
+
+
+def test_bad_image_volumes_are_refused_and_leak_nothing(cl: Cluster, imgs: ImageSet) -> None:
+    d = cl.daemon
+    pod = cl.run_pod()
+    before = (mounts_under(d.base), cl.list())
+    image = api.ImageSpec(image=imgs.busybox_ref)
+    for mount, code, words in (
+        (api.Mount(container_path="/v", readonly=True,
+                   image=api.ImageSpec(image="127.0.0.1:1/no/such:1")),
+         grpc.StatusCode.NOT_FOUND, "no/such"),
+        (api.Mount(container_path="/v", image=image), grpc.StatusCode.INVALID_ARGUMENT,
+         "readonly"),
+        (api.Mount(container_path="/v", readonly=True, image=image, host_path="/tmp"),
+         grpc.StatusCode.INVALID_ARGUMENT, "host_path"),
+        (api.Mount(container_path="/v", readonly=True, image=image, image_sub_path="../etc"),
+         grpc.StatusCode.INVALID_ARGUMENT, "leaves the image"),
+        # Checked once the image is mounted: what was mounted must go again.
+        (api.Mount(container_path="/v", readonly=True, image=image, image_sub_path="etc/passwd"),
+         grpc.StatusCode.INVALID_ARGUMENT, "not a directory"),
+    ):  # fmt: skip
+        config = container_config(imgs.busybox_ref, mounts=[mount], **SLEEP)
+        got, msg = code_of(lambda c=config: cl.create(pod, c))  # type: ignore[misc]
+        assert got == code and words in msg and "/v" in msg, msg
+    assert (mounts_under(d.base), cl.list()) == before
+
+
 def test_oom_kill_reports_oomkilled(cl: Cluster, imgs: ImageSet) -> None:
     pod = cl.run_pod()
     config = container_config(imgs.busybox_ref, **sh("x=$(yes | head -c 200000000); echo $x"))
