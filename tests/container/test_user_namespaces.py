@@ -190,3 +190,21 @@ def test_invalid_mappings_are_refused(cl: Cluster) -> None:
     )
     assert d.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
     assert mounts_under(d.base) == before
+
+
+def test_user_namespace_pod_survives_a_daemon_restart(cl: Cluster, imgs: ImageSet) -> None:
+    """The pinned user namespace and the containers' idmapped mounts outlive the daemon; a
+    container made after the restart joins the same namespace."""
+    d = cl.daemon
+    pod = cl.run_pod(userns_pod(d))
+    first = cl.run(pod, container_config(imgs.busybox_ref, name="a", **sh("exec sleep 1000")))
+    userns = os.stat(f"/proc/{cl.info(first)['pid']}/ns/user").st_ino
+    d.kill9()
+    d.start()
+    assert cl.status(first).status.state == api.ContainerState.CONTAINER_RUNNING
+    second = cl.run(pod, container_config(imgs.busybox_ref, name="b", **sh(
+        "cat /proc/self/uid_map; echo x > /f; exec sleep 1000")))  # fmt: skip
+    wait_for(lambda: read_log(cl.log_file(pod, "b")), what="output of b")
+    assert read_log(cl.log_file(pod, "b"))[0][2].split() == ["0", str(HOST_ID), "65536"]
+    assert os.stat(f"/proc/{cl.info(second)['pid']}/ns/user").st_ino == userns
+    assert os.stat(os.path.join(d.root, "containers", second, "upper", "f")).st_uid == HOST_ID
