@@ -139,7 +139,9 @@ async def create_container(
                 None, rootfs.mount_overlay, image.layer_dirs, upper, work, paths.rootfs
             )
         undo.callback(rootfs.unmount, paths.rootfs)
-        volume_sources = await loop.run_in_executor(None, image_volumes.mount_all, bundle, volumes)
+        volume_sources = await loop.run_in_executor(
+            None, image_volumes.mount_all, bundle, volumes, pod.userns_path
+        )
         user = resolve_user(paths.rootfs, security, image.config.user)
         built = ContainerSpecBuilder(
             SpecInputs(

@@ -9,6 +9,7 @@ runc 1.1 cannot idmap mounts itself, so the daemon prepares them with the new mo
   in the upper dir as the mapped ids.
 - every volume (a CRI mount with a host path): an idmapped copy under <bundle>/mounts/volumes,
   so a file the host owns as root is root inside, and root inside writes it as root.
+- image volumes: their layers idmapped the same way under the read-only overlay.
 
 All of it goes with rootfs.unmount_aux.
 """
@@ -36,9 +37,15 @@ def mount_rootfs(
     userns_path, root_uid, root_gid = _userns(pod)
     os.makedirs(upper, mode=0o755, exist_ok=True)
     os.chown(upper, root_uid, root_gid)  # the rootfs' own root dir: root's inside
+    layers = idmapped_layers(lower_dirs, rootfs.aux_dir(bundle, "layers"), userns_path)
+    rootfs.mount_overlay(layers, upper, work, target)
+
+
+def idmapped_layers(lower_dirs: list[str], under: str, userns_path: str) -> list[str]:
+    """Each layer idmapped at under/<n>; returns those paths, lowest first."""
     layers = []
     for n, layer in enumerate(lower_dirs):
-        mapped = rootfs.aux_dir(bundle, "layers", str(n))
+        mapped = os.path.join(under, str(n))
         os.makedirs(mapped, mode=0o755)
         try:
             mount_api.idmapped_clone(layer, mapped, userns_path)
@@ -48,7 +55,7 @@ def mount_rootfs(
                 f"namespace: {e.strerror} (does its filesystem support idmapped mounts?)"
             ) from None
         layers.append(mapped)
-    rootfs.mount_overlay(layers, upper, work, target)
+    return layers
 
 
 def idmap_volumes(spec: dict[str, Any], mounts: list[api.Mount], bundle: str, pod: PodInfo) -> None:

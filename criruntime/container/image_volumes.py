@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.container import rootfs
+from criruntime.container import idmapped, rootfs
 from criruntime.container.providers import ImageInfo, ImageLookup
 from criruntime.errors import InvalidArgument, NotFound
 
@@ -54,25 +54,27 @@ def _checked_sub_path(m: api.Mount) -> str:
         raise InvalidArgument(f"{_where(m)}: host_path must be empty for an image mount")
     if not m.readonly:
         raise InvalidArgument(f"{_where(m)}: an image mount must be readonly")
-    if m.uidMappings or m.gidMappings:
-        raise InvalidArgument(f"{_where(m)}: idmapped image mounts are not supported")
     sub_path = os.path.normpath(m.image_sub_path) if m.image_sub_path else ""
     if sub_path and (os.path.isabs(sub_path) or sub_path.split(os.sep)[0] == ".."):
         raise InvalidArgument(f"{_where(m)}: image_sub_path {m.image_sub_path!r} leaves the image")
     return sub_path
 
 
-def mount_all(bundle: str, volumes: list[ImageVolume]) -> dict[str, str]:
-    """Mounts each volume's image under the bundle; returns container path → host source.
-    On failure, whatever was mounted is for `rootfs.unmount_aux` to undo."""
+def mount_all(
+    bundle: str, volumes: list[ImageVolume], userns_path: str | None = None
+) -> dict[str, str]:
+    """Mounts each volume's image under the bundle (its layers idmapped through the pod's user
+    namespace, when it has one); returns container path → host source. On failure, whatever
+    was mounted is for `rootfs.unmount_aux` to undo."""
     sources = {}
     base = rootfs.aux_dir(bundle, "image-volumes")
     for n, volume in enumerate(volumes):
         target = os.path.join(base, str(n))
+        layers = volume.image.layer_dirs
+        if userns_path is not None:
+            layers = idmapped.idmapped_layers(layers, f"{target}-layers", userns_path)
         try:
-            rootfs.mount_layers_readonly(
-                volume.image.layer_dirs, os.path.join(base, "empty"), target
-            )
+            rootfs.mount_layers_readonly(layers, os.path.join(base, "empty"), target)
         except OSError as e:
             raise InvalidArgument(
                 f"image volume at {volume.container_path}: mounting image {volume.image.id} "

@@ -353,16 +353,9 @@ class ContainerSpecBuilder:
             raise InvalidArgument(
                 f"mount container_path must be an absolute path, got {mount.container_path!r}"
             )
-        if mount.HasField("image"):
-            source = self.i.image_volumes.get(os.path.normpath(mount.container_path))
-            if source is None:
-                raise InvalidArgument(f"mount {mount.container_path}: image volume not mounted")
-            # Read-only and noexec, as KEP-4639 has it: the image's files are data, not programs.
-            options = ["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"]
-            return _bind(mount.container_path, source, options)
         if mount.uidMappings or mount.gidMappings:
-            # Every volume of a pod with a user namespace is idmapped through it (idmapped.py);
-            # other mappings would need a namespace of their own.
+            # Every volume of a pod with a user namespace, image volumes too, is idmapped
+            # through it (idmapped.py); other mappings would need a namespace of their own.
             asked = (tuple(map(_idmap, mount.uidMappings)), tuple(map(_idmap, mount.gidMappings)))
             userns = self.i.pod.userns
             if userns is None or asked != (userns.uids, userns.gids):
@@ -370,6 +363,13 @@ class ContainerSpecBuilder:
                     f"mount {mount.container_path}: uid/gid mappings must be those of the "
                     "pod's user namespace"
                 )
+        if mount.HasField("image"):
+            source = self.i.image_volumes.get(os.path.normpath(mount.container_path))
+            if source is None:
+                raise InvalidArgument(f"mount {mount.container_path}: image volume not mounted")
+            # Read-only and noexec, as KEP-4639 has it: the image's files are data, not programs.
+            options = ["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"]
+            return _bind(mount.container_path, source, options)
         if not mount.host_path or not os.path.isabs(mount.host_path):
             raise InvalidArgument(
                 f"mount host_path must be an absolute path, got {mount.host_path!r}"

@@ -84,11 +84,7 @@ class SandboxService:
         # Whether pods may have user namespaces here: probed once, off the start-up path.
         self._userns_probe: concurrent.futures.Future[str] = concurrent.futures.Future()
         threading.Thread(
-            target=lambda: self._userns_probe.set_result(
-                user_namespace.probe(os.path.join(config.root, "userns-probe"))
-            ),
-            name="userns-probe",
-            daemon=True,
+            target=self._probe_user_namespaces, name="userns-probe", daemon=True
         ).start()
         with contextlib.suppress(RuntimeError):  # no loop: the first verb starts recovery
             self._recovery = asyncio.get_running_loop().create_task(self._recover())
@@ -106,6 +102,15 @@ class SandboxService:
         if self._recovery is None:
             self._recovery = asyncio.get_running_loop().create_task(self._recover())
         await asyncio.shield(self._recovery)
+
+    def _probe_user_namespaces(self) -> None:
+        try:
+            why_not = user_namespace.probe(os.path.join(self.config.root, "userns-probe"))
+        except Exception as e:  # whatever it was, the answer is no; never leave it unset
+            why_not = f"the probe failed: {e}"
+        if why_not:
+            log.warning("pods with user namespaces are refused on this host: %s", why_not)
+        self._userns_probe.set_result(why_not)
 
     def user_namespaces_unsupported(self) -> str:
         """ "" when this host can run pods with user namespaces, else why not."""

@@ -103,17 +103,25 @@ def test_container_runs_as_the_mapped_ids_on_idmapped_mounts(cl: Cluster, imgs: 
             f.write("from the host\n")
         os.chmod(volume, 0o777)
         pod = cl.run_pod(userns_pod(d))
+        image_volume = d.image.ImageStatus(api.ImageStatusRequest(
+            image=api.ImageSpec(image=pull(d, imgs.other_ref)))).image.id  # fmt: skip
         config = container_config(imgs.busybox_ref, **sh(
             "cat /proc/self/uid_map; id -u; stat -c %u /etc/marker; stat -c %u /vol/host-file; "
+            "stat -c %u /img/etc/marker; cat /img/etc/marker; "
             "echo hi > /written; echo v > /vol/by-container; echo done; exec sleep 1000"
-        ), mounts=[api.Mount(container_path="/vol", host_path=volume,
-                             uidMappings=MAP, gidMappings=MAP)])  # fmt: skip
+        ), mounts=[
+            api.Mount(container_path="/vol", host_path=volume, uidMappings=MAP, gidMappings=MAP),
+            api.Mount(container_path="/img", image=api.ImageSpec(image=image_volume),
+                      readonly=True, uidMappings=MAP, gidMappings=MAP),
+        ])  # fmt: skip
         config.linux.security_context.namespace_options.CopyFrom(userns_options(MAP, MAP))
         cid = cl.run(pod, config)
         log = cl.log_file(pod)
         wait_for(lambda: ("stdout", "F", "done") in read_log(log), what="container output")
         out = [text.split() for _, _, text in read_log(log)]
-        assert out[:4] == [["0", str(HOST_ID), "65536"], ["0"], ["0"], ["0"]], out
+        # uid_map; id -u; the image's, the volume's, the image volume's root files are root
+        expected = [["0", str(HOST_ID), "65536"], ["0"], ["0"], ["0"], ["0"], ["other"]]
+        assert out[:6] == expected, out
 
         # Outside: the processes run as the mapped ids, in the pod's user namespace, which
         # owns the pod's network, IPC and UTS namespaces.
@@ -152,6 +160,19 @@ def test_container_runs_as_the_mapped_ids_on_idmapped_mounts(cl: Cluster, imgs: 
         assert mounts_under(pod_ns) == []
     finally:
         shutil.rmtree(volume, ignore_errors=True)
+
+
+def test_a_volume_that_cannot_be_idmapped_is_refused_by_name(cl: Cluster, imgs: ImageSet) -> None:
+    d = cl.daemon
+    pod = cl.run_pod(userns_pod(d))
+    before = (mounts_under(d.base), cl.list())
+    mount = api.Mount(container_path="/k", host_path="/sys/kernel", readonly=True)  # sysfs
+    config = container_config(imgs.busybox_ref, mounts=[mount], **sh("exec sleep 1000"))
+    with pytest.raises(grpc.RpcError) as e:
+        cl.create(pod, config)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "/k" in str(e.value.details()) and "/sys/kernel" in str(e.value.details())
+    assert (mounts_under(d.base), cl.list()) == before
 
 
 def test_invalid_mappings_are_refused(cl: Cluster) -> None:
