@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from criruntime.native import linux, mount_api
 from criruntime.oci.idmap import IdMap, UserNamespaceMappings
 
 _HELPER_TIMEOUT = 20.0
+_MS_REC = 0x4000
+_MS_PRIVATE = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,24 @@ def probe(scratch: str) -> str:
     """ "" when this host can run pods in user namespaces, else why not: makes a user namespace
     through the helper, idmaps a directory on the filesystem of `scratch` (the daemon's root,
     where image layers live) and mounts an overlay over it, as container rootfs are mounted.
-    Blocking; leaves nothing behind."""
+    Blocking. The mounts are made in a private mount namespace of a thread of its own, so
+    nobody else ever sees them and they go with the thread."""
+    answer: list[str] = []
+    worker = threading.Thread(target=lambda: answer.append(_probe(scratch)), name="userns-probe")
+    worker.start()
+    worker.join()
+    return answer[0] if answer else "the probe thread died"
+
+
+def _probe(scratch: str) -> str:
     probe_map = (IdMap(0, 100000, 65536),)
     layer, idmapped, upper, work, merged = (
         os.path.join(scratch, name) for name in ("layer", "idmapped", "upper", "work", "merged")
     )
     shutil.rmtree(scratch, ignore_errors=True)
     try:
+        linux.unshare(linux.CLONE_NEWNS)  # this thread only
+        linux.mount("none", "/", None, _MS_REC | _MS_PRIVATE, None)
         for d in (layer, idmapped, upper, work, merged):
             os.makedirs(d, mode=0o700)
         with open(os.path.join(layer, "f"), "w"):
