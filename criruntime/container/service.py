@@ -33,6 +33,7 @@ from criruntime.container.providers import (
 )
 from criruntime.container.store import ContainerStore
 from criruntime.errors import InvalidArgument, NotFound
+from criruntime.oci import idmap
 from criruntime.oci import runtime as oci
 from criruntime.oci.selection import RuntimeSet
 from criruntime.store.db import Database
@@ -250,6 +251,10 @@ class ContainerService:
             await asyncio.get_running_loop().run_in_executor(
                 None, oci.release_mounts, container.bundle_dir
             )
+            if rootfs.has_aux(container.bundle_dir):
+                await asyncio.get_running_loop().run_in_executor(
+                    None, rootfs.unmount_aux, container.bundle_dir
+                )
 
     def _reap_task(self, container: Container) -> asyncio.Task[None]:
         """One reap at a time per container: a status refresh and a stop that both see the exit
@@ -402,6 +407,7 @@ def _delete_trees(paths: list[str]) -> None:
     for path in paths:
         rootfs.unmount(oci.BundlePaths(path).rootfs)
         oci.release_mounts(path)  # never delete through a bind onto a host path
+        rootfs.unmount_aux(path)
         try:
             rootfs.remove_dirs(path)
         except OSError as e:
@@ -443,6 +449,8 @@ def pod_info(sandbox: PodSandbox) -> PodInfo:
         ipc_ns_path=sandbox.ipc_ns_path or None,
         uts_ns_path=sandbox.uts_ns_path or None,
         pid_ns_path=sandbox.pid_ns_path or None,
+        userns_path=sandbox.userns_path or None,
+        userns=idmap.validate(sandbox.namespace_options) if sandbox.userns_path else None,
         cgroup_parent=sandbox.cgroup_parent,
         hostname=sandbox.hostname,
         hostname_path=sandbox.hostname_path,

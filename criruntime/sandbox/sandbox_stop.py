@@ -59,4 +59,5 @@ def release_namespaces(sandbox: PodSandbox) -> None:
     namespaces.stop_init(sandbox.pid_init_pid)
     for path in (sandbox.netns_path, sandbox.ipc_ns_path, sandbox.uts_ns_path, sandbox.pid_ns_path):
         namespaces.unpin(path or "")
+    namespaces.unpin(sandbox.userns_path)
     namespaces.unmount_shm(sandbox.shm_path)

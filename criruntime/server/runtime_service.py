@@ -44,6 +44,7 @@ class RuntimeServicer(
             self._s.settings,
             self._s.sandboxes.host_cgroups,
             self._s.containers.runtime_set.info(),
+            user_namespaces=not self._s.sandboxes.user_namespaces_unsupported(),
         )
 
     async def RuntimeConfig(
