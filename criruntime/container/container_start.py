@@ -22,6 +22,7 @@ from criruntime.container import attempt
 from criruntime.container.model import ContainerState
 from criruntime.container.service import ContainerService
 from criruntime.errors import FailedPrecondition
+from criruntime.observability import metrics
 from criruntime.oci.runtime import BundlePaths, OciRuntime
 
 log = logging.getLogger("criruntime.container")
@@ -48,6 +49,7 @@ def attempted(bundle: str) -> bool:
     return os.path.exists(BundlePaths(bundle).conmon_pid)
 
 
+@metrics.timed("container_start")
 async def _start(svc: ContainerService, container_id: str) -> None:
     async with svc.locked(container_id):
         container = svc.get(container_id)

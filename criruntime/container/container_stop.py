@@ -19,6 +19,7 @@ from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container.model import ContainerState
 from criruntime.container.service import ContainerService, PendingStop, exited
 from criruntime.errors import DeadlineExceeded, NotFound
+from criruntime.observability import metrics
 from criruntime.oci.runtime import ExitStatus, OciRuntime
 
 log = logging.getLogger("criruntime.container")
@@ -116,6 +117,7 @@ async def _wait_until_deadline(
         exit_wait.cancel()
 
 
+@metrics.timed("container_stop")
 async def stop_container(
     svc: ContainerService, request: api.StopContainerRequest
 ) -> api.StopContainerResponse:

@@ -64,6 +64,7 @@ def _remove_orphan_files(svc: ContainerService, known: set[str]) -> None:
             if name not in known and name != TRASH:
                 log.warning("removing orphaned container files %s", name[:12])
                 rootfs.unmount(os.path.join(svc.bundle_dir(name), "rootfs"))
+                rootfs.unmount_aux(svc.bundle_dir(name))
                 rootfs.remove_dirs(os.path.join(parent, name))
 
 

@@ -22,6 +22,7 @@ from criruntime.container.providers import ImageConfig, PodInfo
 from criruntime.container.seccomp_profile import read_profile
 from criruntime.container.user import ResolvedUser
 from criruntime.errors import InvalidArgument, quote
+from criruntime.oci import idmap
 
 log = logging.getLogger("criruntime.container.spec")
 
@@ -206,6 +207,7 @@ class SpecInputs:
     recursive_read_only_supported: bool = False
     cgroup_root: str = "/criruntime"
     target_pid: int = 0  # for NamespaceMode.TARGET: the target container's init pid
+    image_volumes: dict[str, str] = field(default_factory=dict)  # container path → mounted image
 
 
 @dataclass
@@ -358,16 +360,23 @@ class ContainerSpecBuilder:
             raise InvalidArgument(
                 f"mount container_path must be an absolute path, got {mount.container_path!r}"
             )
-        # Refused rather than ignored: the container would run without what was asked for.
-        if mount.HasField("image"):
-            raise InvalidArgument(
-                f"mount {mount.container_path}: image volumes are not supported by criruntime"
-            )
         if mount.uidMappings or mount.gidMappings:
-            raise InvalidArgument(
-                f"mount {mount.container_path}: idmapped mounts need user namespaces, which "
-                "criruntime does not support"
-            )
+            # Every volume of a pod with a user namespace, image volumes too, is idmapped
+            # through it (idmapped.py); other mappings would need a namespace of their own.
+            asked = (tuple(map(_idmap, mount.uidMappings)), tuple(map(_idmap, mount.gidMappings)))
+            userns = self.i.pod.userns
+            if userns is None or asked != (userns.uids, userns.gids):
+                raise InvalidArgument(
+                    f"mount {mount.container_path}: uid/gid mappings must be those of the "
+                    "pod's user namespace"
+                )
+        if mount.HasField("image"):
+            source = self.i.image_volumes.get(os.path.normpath(mount.container_path))
+            if source is None:
+                raise InvalidArgument(f"mount {mount.container_path}: image volume not mounted")
+            # Read-only and noexec, as KEP-4639 has it: the image's files are data, not programs.
+            options = ["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"]
+            return _bind(mount.container_path, source, options)
         if not mount.host_path or not os.path.isabs(mount.host_path):
             raise InvalidArgument(
                 f"mount host_path must be an absolute path, got {mount.host_path!r}"
@@ -414,6 +423,7 @@ class ContainerSpecBuilder:
         resources["devices"] = device_rules
         cgroup_parent = self.i.pod.cgroup_parent or self.i.cgroup_root
         linux: dict[str, Any] = {
+            **(self.i.pod.userns.to_oci() if self.i.pod.userns is not None else {}),
             "namespaces": self._namespaces(),
             "resources": resources,
             "cgroupsPath": os.path.join(cgroup_parent, self.i.container_id),
@@ -440,10 +450,16 @@ class ContainerSpecBuilder:
     def _namespaces(self) -> list[dict[str, str]]:
         pod = self.i.pod
         options = self.security.namespace_options
-        userns = options.userns_options
-        if options.HasField("userns_options") and userns.mode != api.NamespaceMode.NODE:
-            raise InvalidArgument("user namespaces are not supported by this runtime")
         namespaces: list[dict[str, str]] = [{"type": "mount"}]
+        # Unset (older kubelets): the pod's, whichever it is.
+        if options.HasField("userns_options") and idmap.validate(options) != pod.userns:
+            raise InvalidArgument(
+                "a container's user namespace must be its pod's: mode POD with the pod's "
+                "mappings in a pod with one, NODE otherwise"
+            )
+        if pod.userns_path is not None:
+            # Joined first by the runtime: the pod's other namespaces belong to it.
+            namespaces.append({"type": "user", "path": pod.userns_path})
         if pod.netns_path is not None and options.network != api.NamespaceMode.NODE:
             namespaces.append({"type": "network", "path": pod.netns_path})
         if pod.ipc_ns_path is not None and options.ipc != api.NamespaceMode.NODE:
@@ -658,6 +674,10 @@ def _oci_arch() -> str:
     return {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}.get(
         machine, "SCMP_ARCH_" + machine.upper()
     )
+
+
+def _idmap(m: api.IDMapping) -> idmap.IdMap:
+    return idmap.IdMap(m.container_id, m.host_id, m.length)
 
 
 def _bind(destination: str, source: str, options: list[str]) -> dict[str, Any]:

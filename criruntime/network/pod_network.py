@@ -18,6 +18,7 @@ from criruntime.errors import FailedPrecondition, InvalidArgument, quote
 from criruntime.network import cni_config
 from criruntime.network.cni_executor import CniExecutor, InProcessRunner, RuntimeConf
 from criruntime.node.runtime_config import POD_CIDR_KEY
+from criruntime.observability import metrics
 from criruntime.store.settings import SettingsStore
 
 log = logging.getLogger("criruntime.network")
@@ -59,8 +60,9 @@ def capability_args(config: api.PodSandboxConfig, pod_cidrs: list[str]) -> dict[
         for pm in config.port_mappings
         if pm.host_port > 0
     ]
-    if ports:
-        caps["portMappings"] = ports
+    # Passed even when empty: portmap's DEL then knows there is nothing
+    # of this pod's to look for (no iptables-save on every pod's stop).
+    caps["portMappings"] = ports
     bandwidth: dict[str, int] = {}
     ingress = config.annotations.get(INGRESS_ANNOTATION)
     egress = config.annotations.get(EGRESS_ANNOTATION)
@@ -123,6 +125,7 @@ class PodNetwork:
             capability_args=capability_args(config, self._pod_cidrs()),
         )
 
+    @metrics.timed("cni_add")
     async def setup(
         self,
         sandbox_id: str,
@@ -138,6 +141,7 @@ class PodNetwork:
     async def check(self, sandbox_id: str, netns: str, config: api.PodSandboxConfig) -> None:
         await self.executor.check(self.network(), self.runtime_conf(sandbox_id, netns, config))
 
+    @metrics.timed("cni_del")
     async def teardown(
         self, sandbox_id: str, netns: str, config: api.PodSandboxConfig, network_name: str
     ) -> None:

@@ -25,6 +25,8 @@ from criruntime.cgroups.host import HostCgroups
 from criruntime.errors import AlreadyExists, InvalidArgument, Unknown
 from criruntime.network.cni_executor import PluginError, result_ips
 from criruntime.network.pod_network import EGRESS_ANNOTATION, INGRESS_ANNOTATION, parse_quantity
+from criruntime.observability import metrics
+from criruntime.oci import idmap
 from criruntime.sandbox import dns, namespaces
 from criruntime.sandbox.model import PodSandbox, SandboxState, name_key
 from criruntime.sandbox.service import DEFAULT_CGROUP_PREFIX, InFlightRun, SandboxService
@@ -38,6 +40,7 @@ class NetworkSetupError(Unknown):
     """A CNI plugin failed; the message carries the plugin's own (gRPC UNKNOWN, as containerd)."""
 
 
+@metrics.timed("sandbox_run")
 async def run_pod_sandbox(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
     await svc.ensure_recovered()
     config = request.config
@@ -100,8 +103,10 @@ def _validate(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
     ns = config.linux.security_context.namespace_options
     if NamespaceMode.TARGET in (ns.network, ns.ipc, ns.pid):
         raise InvalidArgument("namespace mode TARGET is only valid for containers")
-    if ns.HasField("userns_options") and ns.userns_options.mode == NamespaceMode.POD:
-        raise InvalidArgument("user namespaces are not supported by this runtime")
+    if idmap.validate(ns) is not None and not svc.user_namespaces_supported(handler):
+        raise InvalidArgument(
+            f"runtime handler {handler!r} cannot run pods with user namespaces on this host"
+        )
     namespaces.validate_sysctls(
         dict(config.linux.sysctls),
         net=ns.network != NamespaceMode.NODE,
@@ -246,9 +251,11 @@ async def _create(
             hostname=hostname,
             init_cgroup=lambda pid: cg.add_process(cgroup, pid),
             owner=sandbox_id,
+            userns=idmap.validate(ns_opts),
         )
         undo.callback(_undo_namespaces, ns)
         sandbox = sandbox.replace(
+            userns_path=ns.user,
             netns_path=ns.net,
             ipc_ns_path=ns.ipc,
             uts_ns_path=ns.uts,
@@ -317,5 +324,5 @@ async def _undo_network(
 
 def _undo_namespaces(ns: namespaces.PinnedNamespaces) -> None:
     namespaces.stop_init(ns.init_pid)
-    for path in (ns.net, ns.ipc, ns.uts, ns.pid):
+    for path in (ns.net, ns.ipc, ns.uts, ns.pid, ns.user):
         namespaces.unpin(path)

@@ -1,13 +1,15 @@
 """Containers end to end through the real daemon: images pulled from a docker-registry on
-127.0.0.1, host-network pods, runc under conmon. Most tests share one daemon (one pull); the
-kill -9 and image-removal tests get their own. Every test removes what it made via RPC, and a
-last-resort cleanup kills leftovers by the PIDs conmon recorded."""
+127.0.0.1, host-network pods, crun and runc under conmon (each test runs on both). Most tests
+share one daemon (one pull); the kill -9 and image-removal tests get their own. Every test
+removes what it made via RPC, and a last-resort cleanup kills leftovers by the PIDs conmon
+recorded."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ from tests.container.daemon_env import (
     sh,
     wait_for,
 )
+from tests.image import images
 
 CREATED = api.ContainerState.CONTAINER_CREATED
 RUNNING = api.ContainerState.CONTAINER_RUNNING
@@ -71,8 +74,8 @@ def shared(imgs: ImageSet) -> Iterator[Daemon]:
 
 
 @pytest.fixture
-def cl(shared: Daemon) -> Iterator[Cluster]:
-    cluster = Cluster(shared)
+def cl(shared: Daemon, handler: str) -> Iterator[Cluster]:
+    cluster = Cluster(shared, handler)
     try:
         yield cluster
     finally:
@@ -80,10 +83,10 @@ def cl(shared: Daemon) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def own(make_daemon: Callable[..., Daemon], imgs: ImageSet) -> Iterator[Cluster]:
+def own(make_daemon: Callable[..., Daemon], imgs: ImageSet, handler: str) -> Iterator[Cluster]:
     """A daemon of the test's own, busybox pulled."""
     d = make_daemon()
-    cluster = Cluster(d)
+    cluster = Cluster(d, handler)
     try:
         pull(d, imgs.busybox_ref)
         yield cluster
@@ -119,7 +122,8 @@ def test_run_status_and_cri_logs(cl: Cluster, imgs: ImageSet) -> None:
     listed = cl.rt.ListContainers(
         api.ListContainersRequest(filter=api.ContainerFilter(id=cid))
     ).containers
-    assert [c.image_ref for c in listed] == [imgs.busybox_repo_digest]
+    # Listed by image ID, which kubelet's image GC matches against ListImages.
+    assert [c.image_ref for c in listed] == [imgs.busybox.config_digest]
     assert listed[0].pod_sandbox_id == pod and listed[0].image_id == imgs.busybox.config_digest
 
     path = cl.log_file(pod)
@@ -159,6 +163,73 @@ def test_exec_sync(cl: Cluster, imgs: ImageSet) -> None:
     assert r.exit_code == 0
     assert len(r.stdout) == len(r.stderr) and r.stdout.strip(b"\0") == b""
     assert 16 * 1024 * 1024 - 4096 < len(r.stdout) + len(r.stderr) < 16 * 1024 * 1024
+
+
+def test_volumes_are_seen_as_the_host_sees_them_now(cl: Cluster, imgs: ImageSet) -> None:
+    """A volume on a mount made after the daemon started (kubelet's tmpfs for a secret) shows
+    its content on both handlers, crun's private mount namespace included; with
+    HostToContainer, a mount made later below a shared host path reaches the running
+    container. Removing the container leaves the host path and its content alone."""
+    source = tempfile.mkdtemp(prefix="crir-vol-")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", source], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", source], check=True)
+        with open(os.path.join(source, "secret"), "w") as f:
+            f.write("s3cret")
+        pod = cl.run_pod()
+        mounts = [
+            api.Mount(container_path="/vol", host_path=source,
+                      propagation=api.MountPropagation.PROPAGATION_HOST_TO_CONTAINER),
+            api.Mount(container_path="/file", host_path=os.path.join(source, "secret"),
+                      readonly=True),
+        ]  # fmt: skip
+        cid = cl.run(pod, container_config(imgs.busybox_ref, mounts=mounts, **SLEEP))
+        assert cl.exec(cid, "cat", "/vol/secret").stdout == b"s3cret"
+        assert cl.exec(cid, "cat", "/file").stdout == b"s3cret"
+        late = os.path.join(source, "late")
+        os.mkdir(late)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", late], check=True)
+        with open(os.path.join(late, "x"), "w") as f:
+            f.write("late")
+        wait_for(lambda: cl.exec(cid, "cat", "/vol/late/x").stdout == b"late",
+                 what="a later host mount seen in the container")  # fmt: skip
+        cl.remove(cid)
+        with open(os.path.join(source, "secret")) as f:
+            assert f.read() == "s3cret"
+        assert mounts_under(os.path.join(cl.daemon.state, "containers")) == []
+    finally:
+        subprocess.run(["umount", "-R", source], check=False)
+        os.rmdir(source)
+
+
+def test_bidirectional_mounts_reach_the_host(cl: Cluster, imgs: ImageSet) -> None:
+    """A mount a privileged container makes under a Bidirectional volume shows on the host
+    path, as with runc: crun's private namespace passes it back through the staged bind."""
+    source = tempfile.mkdtemp(prefix="crir-bidi-")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", source], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", source], check=True)
+        os.mkdir(os.path.join(source, "inner"))
+        privileged = api.LinuxSandboxSecurityContext(privileged=True)
+        pod = cl.run_pod(host_pod_config(
+            cl.daemon, linux=api.LinuxPodSandboxConfig(security_context=privileged)))  # fmt: skip
+        bidirectional = api.MountPropagation.PROPAGATION_BIDIRECTIONAL
+        mounts = [api.Mount(container_path="/vol", host_path=source, propagation=bidirectional)]
+        security = api.LinuxContainerSecurityContext(privileged=True)
+        cid = cl.run(pod, container_config(
+            imgs.busybox_ref, mounts=mounts,
+            linux=api.LinuxContainerConfig(security_context=security), **SLEEP))  # fmt: skip
+        r = cl.exec(
+            cid, "sh", "-c", "busybox mount -t tmpfs tmpfs /vol/inner && echo x > /vol/inner/f"
+        )
+        assert r.exit_code == 0, r.stderr
+        inner = os.path.join(source, "inner")
+        wait_for(lambda: os.path.exists(os.path.join(inner, "f")), what="the mount on the host")
+        assert inner in mounts_under(source)
+        cl.remove(cid)
+    finally:
+        subprocess.run(["umount", "-R", source], check=False)
+        os.rmdir(source)
 
 
 def test_stop_exit_codes_and_remove(cl: Cluster, imgs: ImageSet) -> None:
@@ -381,7 +452,7 @@ def test_bad_input_gives_clear_codes_and_leaks_nothing(cl: Cluster, imgs: ImageS
     st = cl.status(broken).status
     assert (st.state, st.exit_code, st.reason) == (EXITED, 128, "StartError")
     assert "/no/such/binary" in st.message and st.started_at == 0 and st.finished_at > 0
-    assert os.listdir(os.path.join(d.state, "oci", "runc")) == []
+    assert os.listdir(os.path.join(d.state, "oci", cl.handler)) == []
     code, _ = code_of(lambda: cl.start(broken))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     cl.remove(broken)
@@ -531,6 +602,131 @@ def test_create_by_image_id_as_kubelet_does(cl: Cluster, imgs: ImageSet) -> None
         api.ListContainersRequest(filter=api.ContainerFilter(id=cid))
     ).containers
     assert listed.image.user_specified_image == "busybox:1"
+
+
+def test_image_names_agree_with_image_status(
+    make_daemon: Callable[..., Daemon], imgs: ImageSet
+) -> None:
+    """However the image was named (tag, repo digest, image ID, a name served by a mirror),
+    ContainerStatus and ListContainers name it as ImageStatus does; a tag pulled later shows up,
+    and all of it holds after a daemon restart."""
+    mirrored = "mirror.invalid/ctest/busybox"
+    d = make_daemon(f'[registry.mirrors."mirror.invalid"]\nendpoints = ["{imgs.registry.url}"]\n')
+    own = Cluster(d)
+    try:
+        pull(d, imgs.busybox_ref)
+        pull(d, f"{mirrored}:1")
+        pod = own.run_pod()
+        by = {
+            "tag": imgs.busybox_ref,
+            "digest": imgs.busybox_repo_digest,
+            "id": imgs.busybox.config_digest,
+            "mirror": f"{mirrored}:1",
+        }
+        cids = {how: own.create(pod, container_config(ref, name=how, **SLEEP))
+                for how, ref in by.items()}  # fmt: skip
+
+        def check() -> None:
+            image = d.image.ImageStatus(
+                api.ImageStatusRequest(image=api.ImageSpec(image=imgs.busybox.config_digest))
+            ).image
+            assert image.id == imgs.busybox.config_digest
+            listed = {
+                c.id: c for c in own.rt.ListContainers(api.ListContainersRequest()).containers
+            }
+            for how, cid in cids.items():
+                st = own.status(cid).status
+                assert st.image_id == image.id, how
+                assert st.image_ref == image.repo_digests[0], how
+                assert st.image.image == image.repo_tags[0], how
+                assert st.image.user_specified_image == by[how], how
+                assert listed[cid].image_ref == listed[cid].image_id == image.id, how
+                assert listed[cid].image.image == image.repo_tags[0], how
+
+        check()
+        # A later tag of the same image: the containers' status follows the image store.
+        images.push(imgs.registry.url, "ctest/busybox", imgs.busybox, ["0"])
+        pull(d, f"{imgs.registry.host}/ctest/busybox:0")
+        check()
+        assert own.status(cids["tag"]).status.image.image.endswith("/ctest/busybox:0")
+        d.restart()
+        check()
+    finally:
+        own.cleanup()
+        force_cleanup(d)
+
+
+def test_image_volume_is_read_only_noexec_and_pins_its_image(cl: Cluster, imgs: ImageSet) -> None:
+    """KEP-4639: an image named in a mount is mounted read-only and noexec at the container
+    path (or its image_sub_path); while the container exists the image is pinned and
+    RemoveImage refuses it; afterwards nothing stays mounted and the image can go."""
+    d = cl.daemon
+    volume_id = d.image.ImageStatus(  # kubelet pulls it, then names it by the ID it got
+        api.ImageStatusRequest(image=api.ImageSpec(image=pull(d, imgs.other_ref)))
+    ).image.id
+    pod = cl.run_pod()
+    before = mounts_under(d.base)
+
+    def image_mount(path: str, **kw: object) -> api.Mount:
+        kw.setdefault("readonly", True)
+        return api.Mount(container_path=path, image=api.ImageSpec(image=volume_id), **kw)  # type: ignore[arg-type]
+
+    def status(ref: str) -> api.Image:
+        request = api.ImageStatusRequest(image=api.ImageSpec(image=ref))
+        image: api.Image = d.image.ImageStatus(request).image
+        return image
+
+    cid = cl.run(pod, container_config(imgs.busybox_ref, mounts=[
+        image_mount("/vol"), image_mount("/vol-etc", image_sub_path="etc")], **SLEEP))  # fmt: skip
+    assert cl.exec(cid, "cat", "/vol/etc/marker", "/vol-etc/marker").stdout == b"other\nother\n"
+    assert cl.exec(cid, "cat", "/etc/marker").stdout == b"busybox\n"
+    r = cl.exec(cid, "touch", "/vol/x")
+    assert r.exit_code != 0 and b"Read-only file system" in r.stderr
+    r = cl.exec(cid, "/vol/bin/busybox", "true")
+    assert r.exit_code != 0 and b"ermission denied" in r.stderr  # noexec
+    mounts = cl.exec(cid, "cat", "/proc/self/mounts").stdout.decode().splitlines()
+    (vol,) = [m.split()[3].split(",") for m in mounts if m.split()[1] == "/vol"]
+    assert {"ro", "noexec", "nosuid", "nodev"} <= set(vol)
+
+    assert status(volume_id).pinned and not status(imgs.busybox_ref).pinned
+    listed = {i.id: i.pinned for i in d.image.ListImages(api.ListImagesRequest()).images}
+    assert listed[volume_id] and not listed[imgs.busybox.config_digest]
+    code, msg = code_of(lambda: d.image.RemoveImage(
+        api.RemoveImageRequest(image=api.ImageSpec(image=imgs.other_ref))))  # fmt: skip
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and cid in msg, msg
+    assert status(volume_id).id == volume_id
+
+    cl.stop(cid)
+    cl.remove(cid)
+    assert mounts_under(d.base) == before
+    assert not status(volume_id).pinned
+    d.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=volume_id)))
+    assert status(volume_id).id == ""
+
+
+def test_bad_image_volumes_are_refused_and_leak_nothing(cl: Cluster, imgs: ImageSet) -> None:
+    d = cl.daemon
+    pod = cl.run_pod()
+    before = (mounts_under(d.base), cl.list())
+    image = api.ImageSpec(image=imgs.busybox_ref)
+    for mount, code, words in (
+        (api.Mount(container_path="/v", readonly=True,
+                   image=api.ImageSpec(image="127.0.0.1:1/no/such:1")),
+         grpc.StatusCode.NOT_FOUND, "no/such"),
+        (api.Mount(container_path="/v", image=image), grpc.StatusCode.INVALID_ARGUMENT,
+         "readonly"),
+        (api.Mount(container_path="/v", readonly=True, image=image, host_path="/tmp"),
+         grpc.StatusCode.INVALID_ARGUMENT, "host_path"),
+        (api.Mount(container_path="/v", readonly=True, image=image, image_sub_path="../etc"),
+         grpc.StatusCode.INVALID_ARGUMENT, "leaves the image"),
+        # Checked once the image is mounted: what was mounted must go again.
+        (api.Mount(container_path="/v", readonly=True, image=image, image_sub_path="etc/passwd"),
+         grpc.StatusCode.INVALID_ARGUMENT, "not a directory"),
+    ):  # fmt: skip
+        config = container_config(imgs.busybox_ref, mounts=[mount], **SLEEP)
+        got, msg = code_of(lambda c=config: cl.create(pod, c))  # type: ignore[misc]
+        assert got == code and words in msg and "/v" in msg, msg
+    assert (mounts_under(d.base), cl.list()) == before
 
 
 def test_oom_kill_reports_oomkilled(cl: Cluster, imgs: ImageSet) -> None:

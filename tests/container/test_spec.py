@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from criruntime.container.spec import (
 )
 from criruntime.container.user import ResolvedUser, resolve_user
 from criruntime.errors import InvalidArgument
+from criruntime.oci import idmap
 from tests.container.conftest import build_busybox_layer
 
 HOST = HostCgroups(1, frozenset({"cpu", "cpuset", "memory", "hugetlb"}), swap=True)
@@ -34,9 +36,10 @@ POD = PodInfo(
 )  # fmt: skip
 
 
-def build(config: api.ContainerConfig, image: ImageConfig | None = None, **kw: object) -> dict:  # type: ignore[type-arg]
+def build(config: api.ContainerConfig, image: ImageConfig | None = None, pod: PodInfo = POD,
+          **kw: object) -> dict:  # type: ignore[type-arg]  # fmt: skip
     inputs = SpecInputs(
-        container_id="cid", config=config, pod=POD, image=image or ImageConfig(),
+        container_id="cid", config=config, pod=pod, image=image or ImageConfig(),
         rootfs="/rootfs", user=ResolvedUser(0, 0, [0]), host_cgroups=HOST,
         **kw,  # type: ignore[arg-type]
     )  # fmt: skip
@@ -146,21 +149,24 @@ def test_mounts_propagation_and_errors(tmp_path: str) -> None:
     assert "rro" in next(m for m in spec["mounts"] if m["destination"] == "/r")["options"]
 
 
-USERNS = api.NamespaceOption(userns_options=api.UserNamespace(mode=api.NamespaceMode.POD))
+_MAP = [api.IDMapping(container_id=0, host_id=65536, length=65536)]
+USERNS = api.NamespaceOption(  # a valid pod user namespace, in a pod that has none
+    userns_options=api.UserNamespace(mode=api.NamespaceMode.POD, uids=_MAP, gids=_MAP)
+)
 
 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
         (api.ContainerConfig(mounts=[api.Mount(container_path="/iv", image=api.ImageSpec(
-            image="busybox"))]), "image volumes are not supported"),
+            image="busybox"))]), "image volume not mounted"),
         (api.ContainerConfig(mounts=[api.Mount(container_path="/i", host_path="/tmp",
-            uidMappings=[api.IDMapping(host_id=1000, length=1)])]), "idmapped mounts"),
+            uidMappings=[api.IDMapping(host_id=1000, length=1)])]), "pod's user namespace"),
         (api.ContainerConfig(CDI_devices=[api.CDIDevice(name="vendor.com/gpu=0")]),
          "does not support CDI"),
         (api.ContainerConfig(linux=api.LinuxContainerConfig(
             security_context=api.LinuxContainerSecurityContext(namespace_options=USERNS))),
-         "user namespaces are not supported"),
+         "user namespace must be its pod's"),
     ],
 )  # fmt: skip
 def test_unsupported_features_are_refused_not_ignored(
@@ -172,11 +178,58 @@ def test_unsupported_features_are_refused_not_ignored(
         build(config)
 
 
+def test_image_volume_is_a_read_only_noexec_bind_of_the_mounted_image() -> None:
+    mount = api.Mount(container_path="/iv/", image=api.ImageSpec(image="x"), readonly=True)
+    spec = build(api.ContainerConfig(command=["x"], mounts=[mount]),
+                 image_volumes={"/iv": "/run/b/image-volumes/0"})  # fmt: skip
+    (m,) = [m for m in spec["mounts"] if m["destination"] == "/iv/"]
+    assert m["source"] == "/run/b/image-volumes/0"
+    assert {"ro", "noexec", "nosuid", "nodev", "rprivate"} <= set(m["options"])
+
+
 def test_host_user_namespace_is_fine() -> None:
     host = api.NamespaceOption(userns_options=api.UserNamespace(mode=api.NamespaceMode.NODE))
     security = api.LinuxContainerSecurityContext(namespace_options=host)
     build(api.ContainerConfig(command=["/x"], linux=api.LinuxContainerConfig(
         security_context=security)))  # fmt: skip
+
+
+MAP = _MAP
+POD_USERNS = USERNS
+
+
+def test_container_joins_the_pods_user_namespace_first() -> None:
+    pod = dataclasses.replace(POD, userns_path="/pod/ns/user", userns=idmap.validate(POD_USERNS))
+    security = api.LinuxContainerSecurityContext(namespace_options=POD_USERNS)
+    mount = api.Mount(container_path="/v", host_path="/tmp", uidMappings=MAP, gidMappings=MAP)
+    linux = api.LinuxContainerConfig(security_context=security)
+    config = api.ContainerConfig(command=["/x"], mounts=[mount], linux=linux)
+    spec = build(config, pod=pod)
+    assert spec["linux"]["namespaces"][:2] == [
+        {"type": "mount"},
+        {"type": "user", "path": "/pod/ns/user"},
+    ]
+    oci_map = [{"containerID": 0, "hostID": 65536, "size": 65536}]
+    assert spec["linux"]["uidMappings"] == spec["linux"]["gidMappings"] == oci_map
+    # The pod's namespace is joined whether or not the container repeats the pod's options...
+    assert build(api.ContainerConfig(command=["/x"]), pod=pod)["linux"]["namespaces"][1] == {
+        "type": "user",
+        "path": "/pod/ns/user",
+    }
+    # ... but other mappings, or the node's user namespace, are refused.
+    other = api.NamespaceOption()
+    other.CopyFrom(POD_USERNS)
+    other.userns_options.uids[0].host_id = 131072
+    host = api.NamespaceOption(userns_options=api.UserNamespace(mode=api.NamespaceMode.NODE))
+    for options in (other, host):
+        security = api.LinuxContainerSecurityContext(namespace_options=options)
+        with pytest.raises(InvalidArgument, match="must be its pod's"):
+            build(api.ContainerConfig(command=["/x"], linux=api.LinuxContainerConfig(
+                security_context=security)), pod=pod)  # fmt: skip
+    skewed = api.Mount(container_path="/v", host_path="/tmp", uidMappings=[
+        api.IDMapping(container_id=0, host_id=1, length=5)], gidMappings=MAP)  # fmt: skip
+    with pytest.raises(InvalidArgument, match="mappings must be those of the pod"):
+        build(api.ContainerConfig(command=["/x"], mounts=[skewed]), pod=pod)
 
 
 def test_devices_and_their_cgroup_rules() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 from collections.abc import Callable
 
 import grpc
@@ -11,6 +12,7 @@ import pytest
 
 from criruntime import __version__
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.sandbox import user_namespace
 from tests.conftest import Daemon
 
 
@@ -124,10 +126,46 @@ def test_update_runtime_config_rejects_bad_cidr(daemon: Daemon, cidr: str) -> No
     daemon.runtime.Version(api.VersionRequest())  # and the daemon keeps serving
 
 
-def test_status_claims_no_user_namespaces_until_pods_support_them(shared_daemon: Daemon) -> None:
+def test_status_claims_user_namespaces_as_the_host_probe_finds(
+    shared_daemon: Daemon, tmp_path: pathlib.Path
+) -> None:
+    # The same probe the daemon ran at start-up: a user namespace, idmapped dir, overlay on it.
+    can = user_namespace.probe(str(tmp_path / "probe")) == ""
     response = shared_daemon.runtime.Status(api.StatusRequest())
-    assert not any(h.features.user_namespaces for h in response.runtime_handlers)
+    assert [h.features.user_namespaces for h in response.runtime_handlers] == [can] * len(
+        response.runtime_handlers
+    )
 
 
 def test_status_advertises_supplemental_groups_policy(shared_daemon: Daemon) -> None:
     assert shared_daemon.runtime.Status(api.StatusRequest()).features.supplemental_groups_policy
+
+
+def test_status_verbose_says_which_runtime_is_the_default_and_why(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    d = make_daemon()
+    info = d.runtime.Status(api.StatusRequest(verbose=True)).info
+    runtimes = json.loads(info["runtimes"])
+    assert runtimes["defaultRuntime"] == "crun"
+    assert runtimes["reason"].startswith("auto: crun ran a probe container on this host")
+    assert set(runtimes["handlers"]) == {"crun", "runc"}
+    assert runtimes["handlers"]["crun"]["mountNamespace"].startswith("private mount namespace")
+    assert "hugetlb" not in runtimes["handlers"]["crun"]["cgroupControllers"]
+    assert json.loads(info["config"])["default_runtime"] == "crun"  # "auto" resolved
+    # The runtime's namespace needs the state dir shared while the daemon runs; a stop with
+    # no pods left undoes it, and the host keeps its cgroup mounts.
+    with open("/proc/self/mountinfo") as f:
+        assert any(line.split()[4] == d.state for line in f)
+    assert d.stop() == 0
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f]
+    assert [m for m in mounts if m.startswith(d.base)] == []
+    assert "/sys/fs/cgroup/unified" in mounts
+
+
+def test_configured_default_runtime_is_used(make_daemon: Callable[..., Daemon]) -> None:
+    d = make_daemon('default_runtime = "runc"\n')
+    runtimes = json.loads(d.runtime.Status(api.StatusRequest(verbose=True)).info["runtimes"])
+    assert runtimes["defaultRuntime"] == "runc"
+    assert runtimes["reason"] == "set by default_runtime in the config"
