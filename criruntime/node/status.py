@@ -57,7 +57,7 @@ def _handlers(config: Config) -> list[api.RuntimeHandler]:
 
 
 def status(
-    request: api.StatusRequest, config: Config, settings: SettingsStore
+    request: api.StatusRequest, config: Config, settings: SettingsStore, streaming_url: str = ""
 ) -> api.StatusResponse:
     network, cni_info = _network_condition(config)
     response = api.StatusResponse(
@@ -70,4 +70,5 @@ def status(
         response.info["config"] = json.dumps(config.to_dict())
         response.info["cniconfig"] = cni_info
         response.info["podCIDR"] = json.dumps(settings.get(POD_CIDR_KEY))
+        response.info["streamingAddress"] = json.dumps(streaming_url)
     return response

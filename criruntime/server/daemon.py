@@ -64,6 +64,13 @@ async def _serve_locked(config: Config) -> None:
     # Pods and containers left by a previous daemon are reconciled before the first RPC.
     await services.sandboxes.ensure_recovered()
     await services.containers.ensure_recovered()
+    try:
+        await services.streaming.start()
+    except OSError as e:
+        await services.close()
+        raise StartupError(
+            f"streaming server cannot listen on {config.streaming.address}: {e.strerror or e}"
+        ) from None
     server = aio.server(
         interceptors=[CriInterceptor()],
         options=[

@@ -11,6 +11,8 @@ from criruntime.image.service import ImageService
 from criruntime.sandbox.service import SandboxService
 from criruntime.store.db import Database
 from criruntime.store.settings import SettingsStore
+from criruntime.streaming.cri_runtime import CriStreamRuntime
+from criruntime.streaming.server import StreamingServer
 
 
 @dataclass
@@ -21,6 +23,7 @@ class Services:
     image: ImageService
     sandboxes: SandboxService
     containers: ContainerService
+    streaming: StreamingServer
 
     @classmethod
     def open(cls, config: Config) -> Services:
@@ -28,16 +31,19 @@ class Services:
         settings = SettingsStore(db)
         sandboxes = SandboxService(config, db, settings)
         image = ImageService(config, db)
+        containers = ContainerService.wired(config, db, sandboxes, image)
         return cls(
             config=config,
             db=db,
             settings=settings,
             image=image,
             sandboxes=sandboxes,
-            containers=ContainerService.wired(config, db, sandboxes, image),
+            containers=containers,
+            streaming=StreamingServer(config.streaming, CriStreamRuntime(containers, sandboxes)),
         )
 
     async def close(self) -> None:
+        await self.streaming.close()
         # Finish background reaps of exited containers, so nothing is left half-deleted.
         await self.containers.settle()
         await self.image.close()
