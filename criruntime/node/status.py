@@ -57,7 +57,10 @@ def _handlers(config: Config) -> list[api.RuntimeHandler]:
 
 
 def status(
-    request: api.StatusRequest, config: Config, settings: SettingsStore, streaming_url: str = ""
+    request: api.StatusRequest,
+    config: Config,
+    settings: SettingsStore,
+    streaming: dict[str, object] | None = None,
 ) -> api.StatusResponse:
     network, cni_info = _network_condition(config)
     response = api.StatusResponse(
@@ -70,5 +73,5 @@ def status(
         response.info["config"] = json.dumps(config.to_dict())
         response.info["cniconfig"] = cni_info
         response.info["podCIDR"] = json.dumps(settings.get(POD_CIDR_KEY))
-        response.info["streamingAddress"] = json.dumps(streaming_url)
+        response.info["streaming"] = json.dumps(streaming or {})
     return response

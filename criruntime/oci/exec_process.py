@@ -19,6 +19,7 @@ import signal
 import struct
 import subprocess
 import termios
+import tty as tty_mod
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,9 @@ def start_exec(
             master, slave = os.openpty()
             os.set_inheritable(master, False)
             theirs.append(slave)
+            # Raw from the start (runc makes it raw too, but only once running): input written
+            # before then must reach the container's pty as typed, ^D included.
+            tty_mod.setraw(slave)
             if size:
                 fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
             ours.update(master=master, stdin=master, stdout=master)

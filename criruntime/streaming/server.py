@@ -82,9 +82,9 @@ class StreamingServer:
         if self._server is not None:
             await self._server.wait_closed()
 
-    @property
-    def session_count(self) -> int:
-        return len(self._sessions)
+    def info(self) -> dict[str, object]:
+        """For Status(verbose): where clients connect and how many connections are open."""
+        return {"address": self._base_url, "activeSessions": len(self._sessions)}
 
     # ---- one connection ----------------------------------------------------------------------
 
