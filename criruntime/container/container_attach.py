@@ -1,7 +1,7 @@
 """Attach: join a running container's main process stdio through its conmon.
 
 conmon (started with --full-attach) listens on `<bundle>/attach`, a SOCK_SEQPACKET socket: every
-packet it sends is one byte naming the pipe (1 stdout, 2 stderr) and the data; what we send is
+packet it sends is one byte naming the pipe (2 stdout, 3 stderr) and the data; what we send is
 the process's stdin, and our shutdown(SHUT_WR) is its EOF when the container was created with
 stdin_once. Every attached client gets the output, so several attaches work at once. A terminal
 is resized through conmon's control fifo (`1 <height> <width>`).
@@ -22,7 +22,7 @@ from criruntime.oci.runtime import BundlePaths
 from criruntime.streaming.runtime import Sink, Source, StreamError, StreamIO, TerminalSize
 
 ATTACH_PACKET = 8192 + 1  # conmon's buffer plus the pipe byte
-_STDOUT, _STDERR = 1, 2
+_STDOUT, _STDERR = 2, 3  # conmon numbers its pipes stdin 1, stdout 2, stderr 3
 _CTL_RESIZE = "1 {height} {width}\n"
 
 
