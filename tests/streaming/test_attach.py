@@ -16,9 +16,7 @@ EXITED = api.ContainerState.CONTAINER_EXITED
 
 
 def test_attach_stdin_once_gives_the_process_eof(cl: Cluster, image_ref: str) -> None:
-    cid = start(
-        cl, image_ref, "echo started; cat; echo cat-done", stdin=True, stdin_once=True
-    )
+    cid = start(cl, image_ref, "echo started; cat; echo cat-done", stdin=True, stdin_once=True)
     wait_for(lambda: ("stdout", "F", "started") in read_log(cl.log_file(next(iter(cl.pods)))))
     result = run(spdy_exec(attach_url(cl, cid, stdin=True, stderr=True), stdin=b"typed\n"))
     assert b"typed\n" in result.stdout and b"cat-done" in result.stdout
@@ -58,9 +56,7 @@ def test_several_attaches_see_the_output(cl: Cluster, image_ref: str) -> None:
 
 
 def test_attach_tty_resize_through_conmon(cl: Cluster, image_ref: str) -> None:
-    cid = start(
-        cl, image_ref, "while true; do read x; stty size; done", stdin=True, tty=True
-    )
+    cid = start(cl, image_ref, "while true; do read x; stty size; done", stdin=True, tty=True)
 
     async def session() -> bytes:
         client, _ = await SpdyClient.connect(
