@@ -275,18 +275,23 @@ class SpdySession:
                 head = await self._t.readexactly(8)
                 (word, flags_len) = struct.unpack(">II", head)
                 flags, length = flags_len >> 24, flags_len & 0xFFFFFF
+                # The header is checked before the payload is read: garbage must not make us
+                # wait for megabytes that will never come.
                 if word & 0x80000000:
                     version, frame_type = (word >> 16) & 0x7FFF, word & 0xFFFF
+                    if version != VERSION:
+                        raise ProtocolError(f"SPDY version {version}, not {VERSION}")
                     if length > MAX_CONTROL_FRAME:
                         raise ProtocolError(f"control frame of {length} bytes")
                     payload = await self._t.readexactly(length)
-                    if version != VERSION:
-                        raise ProtocolError(f"SPDY version {version}, not {VERSION}")
                     if await self._control(frame_type, flags, payload):
                         break
                 else:
+                    stream_id = word & 0x7FFFFFFF
+                    if stream_id == 0 or stream_id > self._last_stream_id:
+                        raise ProtocolError(f"DATA for stream {stream_id} that was never opened")
                     payload = await self._t.readexactly(length)
-                    await self._data(word & 0x7FFFFFFF, flags, payload)
+                    await self._data(stream_id, flags, payload)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the peer went away; streams learn it below
         except ProtocolError as e:
@@ -383,8 +388,6 @@ class SpdySession:
     async def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
         stream = self.streams.get(stream_id)
         if stream is None or stream.remote_closed:
-            if stream_id > self._last_stream_id or stream_id == 0:
-                raise ProtocolError(f"DATA for stream {stream_id} that was never opened")
             return  # a stream we already reset or finished: late frames are dropped
         if payload:
             await stream._deliver(payload)

@@ -68,8 +68,8 @@ class ClientStream:
     replied: asyncio.Event = field(default_factory=asyncio.Event)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def read_until(self, marker: bytes, timeout: float = 10.0) -> bytes:
-        async with asyncio.timeout(timeout):
+    async def read_until(self, marker: bytes, within: float = 10.0) -> bytes:
+        async with asyncio.timeout(within):
             while marker not in self.data:
                 self.arrived.clear()
                 if self.fin.is_set():
@@ -77,8 +77,8 @@ class ClientStream:
                 await self.arrived.wait()
         return bytes(self.data)
 
-    async def wait_fin(self, timeout: float = 20.0) -> bytes:
-        await asyncio.wait_for(self.fin.wait(), timeout)
+    async def wait_fin(self, within: float = 20.0) -> bytes:
+        await asyncio.wait_for(self.fin.wait(), within)
         return bytes(self.data)
 
 
@@ -271,11 +271,11 @@ class WsClient:
 
     async def _read(self) -> None:
         try:
+            data = b""
             while True:
-                data = await self.reader.read(65536)
-                if not data:
-                    break
-                self.ws.receive_data(data)
+                if data:
+                    self.ws.receive_data(data)
+                # Events the handshake's read already buffered come first.
                 for event in self.ws.events():
                     if isinstance(event, Message):
                         self._parts.append(event.data)
@@ -290,6 +290,9 @@ class WsClient:
                         with contextlib.suppress(Exception):
                             self.writer.write(self.ws.send(event.response()))
                         return
+                data = await self.reader.read(65536)
+                if not data:
+                    break
         except ConnectionError:
             pass
         finally:
@@ -300,8 +303,8 @@ class WsClient:
         self.writer.write(self.ws.send(message))
         await self.writer.drain()
 
-    async def receive(self, timeout: float = 20.0) -> bytes | str | None:
-        return await asyncio.wait_for(self.messages.get(), timeout)
+    async def receive(self, within: float = 20.0) -> bytes | str | None:
+        return await asyncio.wait_for(self.messages.get(), within)
 
     async def close(self) -> None:
         self.writer.close()

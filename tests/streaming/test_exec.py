@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from typing import Any
 
 import grpc
 import pytest
@@ -31,7 +32,7 @@ def test_exec_rpc_validates_and_returns_an_absolute_url(cl: Cluster, image_ref: 
     status = cl.rt.Status(api.StatusRequest(verbose=True), timeout=10)
     assert url.startswith(json.loads(status.info["streaming"])["address"])
 
-    def exec_(**kw: object) -> object:
+    def exec_(**kw: Any) -> object:
         return lambda: cl.rt.Exec(api.ExecRequest(**kw), timeout=10)
 
     code, msg = rpc_code(exec_(container_id=cid, cmd=["true"]))
