@@ -121,6 +121,9 @@ async def _run(
     except (ConnectionError, OSError) as e:
         error = f"stream failed: {e}"
         log.info("streaming session ended: %s", e)
+    except Exception as e:  # a bug: the client learns of it, the daemon keeps serving
+        log.exception("streaming command failed")
+        error = f"internal error: {e}"
     finally:
         if resize_task is not None:
             resize_task.cancel()

@@ -14,7 +14,7 @@ import contextlib
 import ipaddress
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -113,12 +113,12 @@ class StreamingServer:
                 data = await reader.read(16384)
                 raw += data
                 if len(raw) > MAX_REQUEST_HEAD:
-                    return await _reply(writer, conn, 431, "request head too large")
+                    return await _reply(writer, 431, "request head too large")
                 conn.receive_data(data)
                 try:
                     event = conn.next_event()
                 except h11.RemoteProtocolError as e:
-                    return await _reply(writer, None, 400, f"bad request: {e}")
+                    return await _reply(writer, 400, f"bad request: {e}")
                 if not data and event is h11.NEED_DATA:
                     return
         if not isinstance(event, h11.Request):
@@ -127,17 +127,17 @@ class StreamingServer:
         target = urlsplit(event.target.decode(errors="replace"))
         parts = target.path.strip("/").split("/")
         if len(parts) != 2 or parts[0] not in ("exec", "attach", "portforward"):
-            return await _reply(writer, conn, 404, "not found")
+            return await _reply(writer, 404, "not found")
         kind, token = parts
         request = self.tokens.consume(kind, token)
         if request is None:
-            return await _reply(writer, conn, 404, "unknown or expired streaming token")
+            return await _reply(writer, 404, "unknown or expired streaming token")
         upgrade = headers.get(b"upgrade", b"").decode(errors="replace").lower()
         if upgrade == "websocket":
             query = parse_qs(target.query)
             return await self._websocket(reader, writer, bytes(raw), kind, request, query)
         if upgrade != "spdy/3.1":
-            return await _reply(writer, conn, 400, "upgrade to SPDY/3.1 or websocket required")
+            return await _reply(writer, 400, "upgrade to SPDY/3.1 or websocket required")
         offered = [
             p.strip()
             for name, value in event.headers
@@ -153,11 +153,10 @@ class StreamingServer:
         if protocol is None:
             return await _reply(
                 writer,
-                conn,
                 403,
                 f"unable to negotiate protocol: client supports {offered}, "
                 f"server accepts {supported}",
-                [(b"X-Accepted-Stream-Protocol-Versions", p.encode()) for p in supported],
+                [("X-Accepted-Stream-Protocol-Versions", p) for p in supported],
             )
         writer.write(
             conn.send(
@@ -263,13 +262,11 @@ class StreamingServer:
 
         return opts, run_attach
 
-    def _forwarder(
-        self, request: api.PortForwardRequest
-    ) -> Callable[[int, Duplex], asyncio.Future[None]]:
+    def _forwarder(self, request: api.PortForwardRequest) -> portforward.Forward:
         runtime, pod_id = self._runtime, request.pod_sandbox_id
 
-        def forward(port: int, stream: Duplex) -> asyncio.Future[None]:
-            return asyncio.ensure_future(runtime.port_forward(pod_id, port, stream))
+        def forward(port: int, stream: Duplex) -> Awaitable[None]:
+            return runtime.port_forward(pod_id, port, stream)
 
         return forward
 
@@ -306,28 +303,16 @@ class _TcpStream:
 
 async def _reply(
     writer: asyncio.StreamWriter,
-    conn: h11.Connection | None,
     status: int,
     message: str,
-    extra: list[tuple[bytes, bytes]] | None = None,
+    extra: list[tuple[str, str]] | None = None,
 ) -> None:
+    """A plain-text error reply, and the connection closes."""
     body = (message + "\n").encode()
-    conn = conn or h11.Connection(h11.SERVER)
-    if conn.their_state is not h11.SEND_BODY and conn.our_state is not h11.SEND_RESPONSE:
-        conn = h11.Connection(h11.SERVER)  # h11 cannot answer from its state: answer plainly
-        head = (
-            f"HTTP/1.1 {status} Error\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(head.encode() + body)
-    else:
-        headers = [
-            (b"Content-Type", b"text/plain; charset=utf-8"),
-            (b"Content-Length", str(len(body)).encode()),
-            (b"Connection", b"close"),
-            *(extra or []),
-        ]
-        writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-        writer.write(conn.send(h11.Data(data=body)) or b"")
-        writer.write(conn.send(h11.EndOfMessage()) or b"")
+    reason = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 431: "Too Large"}
+    head = [f"HTTP/1.1 {status} {reason.get(status, 'Error')}"]
+    head += ["Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}"]
+    head += ["Connection: close", *(f"{k}: {v}" for k, v in extra or [])]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
     with contextlib.suppress(ConnectionError):
         await writer.drain()

@@ -10,13 +10,22 @@ import os
 import random
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.streaming import spdy
 from tests.conftest import Daemon
-from tests.container.daemon_env import Cluster, container_config, sh, wait_for
+from tests.container.daemon_env import (
+    Cluster,
+    container_config,
+    force_cleanup,
+    pull,
+    sh,
+    wait_for,
+)
 from tests.streaming.clients import SpdyClient, UpgradeRefused, WsClient, spdy_exec, ws_exec
 from tests.streaming.conftest import attach_url, exec_url, portforward_url, run, start
 
@@ -224,3 +233,48 @@ def test_200_sessions_dropped_every_way_leave_nothing(cl: Cluster, image_ref: st
     wait_for(lambda: settled(base), timeout=20, what=f"back to {base} fds/threads, no sessions")
     assert _conmons(d.base) == conmons
     assert processes(cl, att) == ["cat"] and processes(cl, web)[0].startswith("httpd")
+
+
+def test_a_peer_that_stops_reading_wedges_only_its_session(cl: Cluster, image_ref: str) -> None:
+    cid = start(cl, image_ref, SLEEP)
+
+    async def scenario() -> None:
+        url = exec_url(cl, cid, ["sh", "-c", "exec head -c 500000000 /dev/zero"])
+        stuck, _ = await SpdyClient.connect(url, ["v4.channel.k8s.io"])
+        await stuck.open({"streamtype": "error"})
+        await stuck.open({"streamtype": "stdout"})
+        await stuck.open({"streamtype": "stderr"})
+        stuck._task.cancel()  # stops reading: the daemon's writes back up
+        await asyncio.sleep(1.0)
+        # Other sessions are served meanwhile.
+        for _ in range(3):
+            result = await spdy_exec(exec_url(cl, cid, ["echo", "still"]))
+            assert result.stdout == b"still\n"
+        stuck.writer.transport.abort()
+        await stuck.close()
+
+    run(scenario())
+    wait_for(lambda: processes(cl, cid) == ["sleep 1000"], what="the blocked head killed")
+    wait_for(lambda: _active_sessions(cl) == 0, what="no session left")
+
+
+def test_streaming_over_tls(
+    make_daemon: Callable[..., Daemon], image_ref: str, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    d = make_daemon(f'[streaming]\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"\n')
+    cluster = Cluster(d)
+    try:
+        pull(d, image_ref)
+        cid = start(cluster, image_ref, SLEEP)
+        url = exec_url(cluster, cid, ["echo", "secure"])
+        assert url.startswith("https://127.0.0.1:")
+        assert run(spdy_exec(url)).stdout == b"secure\n"
+    finally:
+        cluster.cleanup()
+        force_cleanup(d)
