@@ -21,13 +21,14 @@ Pods are host-network pods, so CNI is not part of the figures.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from bench.harness import RuntimeUnderTest, Setup, Timing, containerd, criruntime, report
@@ -165,22 +166,46 @@ async def _forward(target: Target, request: bytes, n: int, keep: bool = True) ->
         await client.close()
 
 
+Measure = Callable[[], Coroutine[Any, Any, float]]
+
+
 def _rotate(
     targets: list[Target],
     runs: int,
     warmup: int,
     fn: Callable[[Target], Coroutine[Any, Any, float]],
+    extra: Mapping[str, Measure] | None = None,
 ) -> dict[str, list[float]]:
-    """Runs fn on each target in turn, the order shifting each round; returns the samples."""
-    samples: dict[str, list[float]] = {t.rt.name: [] for t in targets}
+    """Runs fn on each target (and each extra contestant) in turn, the order shifting each
+    round, so a machine that speeds up or slows down weighs on all alike; returns samples."""
+    contestants: list[tuple[str, Measure]] = [
+        (t.rt.name, functools.partial(fn, t)) for t in targets
+    ]
+    contestants += list((extra or {}).items())
+    samples: dict[str, list[float]] = {name: [] for name, _ in contestants}
     for i in range(warmup + runs):
-        shift = i % len(targets)
-        for target in targets[shift:] + targets[:shift]:
+        shift = i % len(contestants)
+        for name, measure in contestants[shift:] + contestants[:shift]:
             time.sleep(QUIET)
-            value = asyncio.run(fn(target))
+            value = asyncio.run(measure())
             if i >= warmup:
-                samples[target.rt.name].append(value)
+                samples[name].append(value)
     return samples
+
+
+async def _runc_floor(target: Target) -> float:
+    """`runc exec echo hi` by itself on criruntime's container: the floor under any
+    runc-based runtime's exec, in the same rotation."""
+    state = os.path.join(os.path.dirname(target.rt.socket), "state", "oci", "runc")
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        "runc", "--root", state, "exec", target.sleeper, "echo", "hi",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    elapsed = time.perf_counter() - started
+    assert out == b"hi\n", out
+    return elapsed
 
 
 async def _round_trip(target: Target) -> float:
@@ -242,7 +267,8 @@ def run() -> str:
                 rt.image.PullImage(api.PullImageRequest(image=api.ImageSpec(image=image)))
             targets = [Target(theirs, image, logs), Target(ours, image, logs)]
             try:
-                trip = _rotate(targets, RUNS, WARMUP, _round_trip)
+                floor = {"runc alone": functools.partial(_runc_floor, targets[1])}
+                trip = _rotate(targets, RUNS, WARMUP, _round_trip, floor)
                 exec_rate = _rotate(targets, THROUGHPUT_RUNS, 1, _exec_throughput)
                 forward_rate = _rotate(targets, THROUGHPUT_RUNS, 1, _forward_throughput)
                 many = _rotate(targets, THROUGHPUT_RUNS, 1, _concurrent)
@@ -263,6 +289,11 @@ def run() -> str:
             ),
         ],
         target=0.7,
+    )
+    latency += "\n\n" + report(
+        "the floor: `runc exec echo hi` alone on criruntime's container, same rotation",
+        [("runc exec vs exec round trip", Timing(trip["runc alone"]), Timing(trip["containerd"]))],
+        ours="runc",
     )
     rates = [
         f"## streaming throughput, {BIG >> 20} MB, median of {THROUGHPUT_RUNS}",

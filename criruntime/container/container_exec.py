@@ -23,7 +23,7 @@ from criruntime.errors import FailedPrecondition, InvalidArgument
 from criruntime.oci.exec_process import ExecProcess, start_exec
 from criruntime.streaming.runtime import Sink, Source, StreamError, StreamIO, TerminalSize
 
-READ_CHUNK = 64 * 1024
+READ_CHUNK = 256 * 1024
 HANGUP_GRACE = 1.0  # seconds between SIGHUP/EOF and SIGKILL once the client has gone
 OUTPUT_GRACE = 2.0  # after the exit, how long output held open by its children is still read
 FIRST_SIZE_WAIT = 0.05  # a tty client sends its size right away; start with it when it does

@@ -25,6 +25,9 @@ from typing import Any
 
 from criruntime.oci.runtime import OciRuntime
 
+_F_SETPIPE_SZ = 1031
+_PIPE_SIZE = 1024 * 1024  # fs.pipe-max-size's default
+
 
 @dataclass
 class ExecProcess:
@@ -117,6 +120,11 @@ def start_exec(
                     child_stdio.append(subprocess.DEVNULL)
                     continue
                 r, w = os.pipe2(os.O_CLOEXEC)
+                if reading:
+                    # A bigger pipe lets the process run ahead of the client's reads (as
+                    # much as the default 64 KiB allows only a few frames).
+                    with contextlib.suppress(OSError):
+                        fcntl.fcntl(r, _F_SETPIPE_SZ, _PIPE_SIZE)
                 mine, child = (r, w) if reading else (w, r)
                 ours[name] = mine
                 theirs.append(child)

@@ -33,7 +33,7 @@ MAX_CONTROL_FRAME = 1 << 16  # header blocks of a handful of short headers; more
 MAX_HEADER_BLOCK = 1 << 16  # decompressed
 MAX_STREAMS = 1024  # concurrent streams per session (port-forward opens two per connection)
 INITIAL_WINDOW = 64 * 1024
-SEND_CHUNK = 32 * 1024  # DATA payload per frame we send
+SEND_CHUNK = 128 * 1024  # DATA payload per frame we send
 INBOX_FRAMES = 8  # frames buffered per stream before the reader waits
 
 # Frame types.
