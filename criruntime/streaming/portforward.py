@@ -24,7 +24,7 @@ from criruntime.streaming.websocket import ChannelConn
 log = logging.getLogger("criruntime.streaming")
 
 PROTOCOL = "portforward.k8s.io"
-WS_PROTOCOLS = [PROTOCOL, "v4.channel.k8s.io", "base64.portforward.k8s.io", ""]
+WS_PROTOCOLS = [PROTOCOL, "base64.portforward.k8s.io", ""]
 PAIR_TIMEOUT = 30.0  # a data stream waits this long for its error stream, and back
 
 # (port, the client's data stream) -> copies until either side ends; raises StreamError.

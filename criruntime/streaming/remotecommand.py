@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from criruntime.streaming import spdy
-from criruntime.streaming.runtime import Sink, Source, StreamError, StreamIO, TerminalSize
+from criruntime.streaming.runtime import Source, StreamError, StreamIO, TerminalSize
 from criruntime.streaming.websocket import ChannelConn
 
 log = logging.getLogger("criruntime.streaming")
@@ -244,6 +244,3 @@ async def serve_websocket(
         for task in [pump, *drains]:
             task.cancel()
         await asyncio.gather(pump, *drains, return_exceptions=True)
-
-
-__all__ = ["SPDY_PROTOCOLS", "WS_PROTOCOLS", "Options", "Sink", "serve_spdy", "serve_websocket"]

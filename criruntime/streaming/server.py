@@ -22,7 +22,7 @@ import h11
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.config import StreamingConfig
 from criruntime.streaming import portforward, remotecommand, spdy
-from criruntime.streaming.runtime import Duplex, Runtime, StreamIO
+from criruntime.streaming.runtime import Duplex, Runtime, StreamError, StreamIO
 from criruntime.streaming.tokens import TokenCache
 from criruntime.streaming.websocket import ChannelConn, TunnelStream, WebSocket
 
@@ -219,12 +219,15 @@ class StreamingServer:
             assert isinstance(request, api.PortForwardRequest)
             try:
                 ports = [portforward.parse_port(p) for p in query.get("port", [])]
-            except Exception as e:
+            except StreamError as e:
                 await ws.send(bytes([1]) + str(e).encode())
                 await ws.close()
                 return
+            ports = ports or [int(p) for p in request.port]
             if not ports:
-                ports = [int(p) for p in request.port]
+                await ws.send(bytes([1]) + b'query parameter "port" is required')
+                await ws.close()
+                return
             conn = ChannelConn(ws, 2 * len(ports), base64_text=base64_text, close_signal=False)
             await portforward.serve_websocket(conn, ports, self._forwarder(request))
             return

@@ -20,6 +20,7 @@ from wsproto.events import (
     CloseConnection,
     Message,
     Ping,
+    RejectConnection,
     Request,
     TextMessage,
 )
@@ -68,8 +69,6 @@ class WebSocket:
         if chosen is None and not offered and "" in choose:
             chosen = ""
         if chosen is None:
-            from wsproto.events import RejectConnection
-
             writer.write(ws.send(RejectConnection(status_code=403, has_body=False)))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
@@ -136,6 +135,11 @@ class WebSocket:
             await self._send_raw(self._ws.send(_message(data)))
         except LocalProtocolError:
             raise ConnectionResetError("websocket closed") from None
+
+    def abort(self) -> None:
+        """Drops the connection without a closing handshake."""
+        self.closed = True
+        self._writer.close()
 
     async def close(self, code: int = 1000) -> None:
         if not self.closed:
@@ -270,5 +274,4 @@ class TunnelStream:
             await self._ws.send(data)
 
     def close(self) -> None:
-        self._ws.closed = True
-        self._ws._writer.close()
+        self._ws.abort()
