@@ -13,6 +13,7 @@ import contextlib
 import json
 import ssl
 import struct
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,13 +112,28 @@ class SpdyClient:
         reader, writer, reply, _ = await _http_upgrade(url, headers)
         return cls(reader, writer), reply.get("x-stream-protocol-version", "")
 
+    async def _frames(self) -> AsyncIterator[tuple[int, int, bytes]]:
+        """(first word, flags, payload) of each frame, parsed from big reads."""
+        buffer = bytearray()
+        while True:
+            pos = 0
+            while len(buffer) - pos >= 8:
+                word, flags_len = struct.unpack_from(">II", buffer, pos)
+                end = pos + 8 + (flags_len & 0xFFFFFF)
+                if len(buffer) < end:
+                    break
+                payload = bytes(buffer[pos + 8 : end])
+                pos = end
+                yield word, flags_len >> 24, payload
+            del buffer[:pos]
+            chunk = await self.reader.read(1 << 20)
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(buffer), None)
+            buffer += chunk
+
     async def _read(self) -> None:
         try:
-            while True:
-                head = await self.reader.readexactly(8)
-                word, flags_len = struct.unpack(">II", head)
-                flags, length = flags_len >> 24, flags_len & 0xFFFFFF
-                payload = await self.reader.readexactly(length)
+            async for word, flags, payload in self._frames():
                 if word & 0x80000000:
                     kind = word & 0xFFFF
                     if kind == spdy.SYN_REPLY:
