@@ -159,7 +159,7 @@ class SpdyClient:
                         if flags & spdy.FLAG_FIN:
                             stream.fin.set()
                         stream.arrived.set()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, OSError):  # OSError: ssl.SSLError too
             pass
         finally:
             self.closed.set()

@@ -215,13 +215,14 @@ def test_200_sessions_dropped_every_way_leave_nothing(cl: Cluster, image_ref: st
 
         await asyncio.gather(*(one(i) for i in range(n)))
 
+    seen: list[object] = []
+
     def settled(base: tuple[int, int]) -> bool:
-        return (
-            _daemon_counts(d) <= base
-            and _active_sessions(cl) == 0
-            and processes(cl, cid) == ["sleep 1000"]
-            and not [p for p in _children(d.proc.pid) if p]  # type: ignore[union-attr]
-        )
+        assert d.proc is not None
+        now = (_daemon_counts(d), _active_sessions(cl), processes(cl, cid), _children(d.proc.pid))
+        seen[:] = [now]
+        fds, threads = now[0]
+        return fds <= base[0] and threads <= base[1] and now[1:] == (0, ["sleep 1000"], [])
 
     run(rounds(20))  # warm-up: executor threads, lazily opened files
     wait_for(lambda: _active_sessions(cl) == 0 and processes(cl, cid) == ["sleep 1000"])
@@ -230,7 +231,10 @@ def test_200_sessions_dropped_every_way_leave_nothing(cl: Cluster, image_ref: st
     conmons = _conmons(d.base)
     assert conmons == 3
     run(rounds(200))
-    wait_for(lambda: settled(base), timeout=20, what=f"back to {base} fds/threads, no sessions")
+    try:
+        wait_for(lambda: settled(base), timeout=30)
+    except AssertionError:
+        raise AssertionError(f"not back to {base} (fds, threads): last seen {seen}") from None
     assert _conmons(d.base) == conmons
     assert processes(cl, att) == ["cat"] and processes(cl, web)[0].startswith("httpd")
 
