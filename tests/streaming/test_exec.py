@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import urllib.request
 from typing import Any
 
@@ -12,6 +13,7 @@ import grpc
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.streaming import spdy
 from tests.container.daemon_env import Cluster
 from tests.streaming.clients import SpdyClient, UpgradeRefused, WsClient, spdy_exec, ws_exec
 from tests.streaming.conftest import exec_url, run, start
@@ -195,3 +197,32 @@ def test_websocket_without_a_known_subprotocol_is_refused(cl: Cluster, image_ref
     cid = start(cl, image_ref, SLEEP)
     with pytest.raises(UpgradeRefused):
         run(WsClient.connect(exec_url(cl, cid, ["true"]), ["v9.channel.k8s.io"]))
+
+
+def test_spdy_send_windows_are_honoured_once_the_peer_does_flow_control(
+    cl: Cluster, image_ref: str
+) -> None:
+    cid = start(cl, image_ref, SLEEP)
+    url = exec_url(cl, cid, ["head", "-c", "5000", "/dev/zero"])
+
+    async def session() -> tuple[int, int, bytes]:
+        client, _ = await SpdyClient.connect(url, ["v4.channel.k8s.io"])
+        try:
+            # SETTINGS_INITIAL_WINDOW_SIZE = 1000 bytes per stream.
+            settings = struct.pack(">III", 1, spdy.SETTINGS_INITIAL_WINDOW_SIZE, 1000)
+            client.send_raw(spdy.control_frame(spdy.SETTINGS, 0, settings))
+            error = await client.open({"streamtype": "error"})
+            out = await client.open({"streamtype": "stdout"})
+            await client.open({"streamtype": "stderr"})
+            await asyncio.sleep(1.0)
+            held = out.received
+            update = struct.pack(">II", out.id, 4000)
+            client.send_raw(spdy.control_frame(spdy.WINDOW_UPDATE, 0, update))
+            await out.wait_fin()
+            return held, out.received, await error.wait_fin()
+        finally:
+            await client.close()
+
+    held, total, status = run(session())
+    assert held == 1000 and total == 5000
+    assert json.loads(status)["status"] == "Success"
