@@ -227,20 +227,22 @@ class Stream:
     def _deliver(self, chunk: bytes) -> Awaitable[None]:
         return self._inbox.put(chunk)
 
-    def _end(self) -> None:
-        self.remote_closed = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self._inbox.put_nowait(b"")
+    async def _end(self) -> None:
+        """The peer's FIN: queued after its data, waiting for room like the data does."""
+        if not self.remote_closed:
+            self.remote_closed = True
+            await self._inbox.put(b"")
 
     def _abort(self) -> None:
         self.reset = True
         self.local_closed = True
         self._window_open.set()
-        self._end()
-        # A reader waiting on a full inbox must still learn of the end.
-        if self._inbox.full():
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._inbox.get_nowait()
+        if not self.remote_closed:
+            self.remote_closed = True
+            # No waiting here: a reader behind a full inbox loses the rest, not the end.
+            if self._inbox.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    self._inbox.get_nowait()
             self._inbox.put_nowait(b"")
 
 
@@ -318,7 +320,7 @@ class SpdySession:
             (stream_id,) = struct.unpack_from(">I", payload)
             stream = self.streams.get(stream_id & 0x7FFFFFFF)
             if stream is not None and flags & FLAG_FIN:
-                self._remote_fin(stream)
+                await self._remote_fin(stream)
         elif frame_type == RST_STREAM:
             if len(payload) != 8:
                 raise ProtocolError("RST_STREAM of the wrong size")
@@ -357,7 +359,7 @@ class SpdySession:
         reply = struct.pack(">I", stream_id) + self._codec_out.encode({})
         await self._send(control_frame(SYN_REPLY, 0, reply))
         if flags & FLAG_FIN:
-            self._remote_fin(stream)
+            await self._remote_fin(stream)
         self._on_stream(stream)
 
     def _settings(self, payload: bytes) -> None:
@@ -392,10 +394,10 @@ class SpdySession:
         if payload:
             await stream._deliver(payload)
         if flags & FLAG_FIN:
-            self._remote_fin(stream)
+            await self._remote_fin(stream)
 
-    def _remote_fin(self, stream: Stream) -> None:
-        stream._end()
+    async def _remote_fin(self, stream: Stream) -> None:
+        await stream._end()
         self.forget_if_done(stream)
 
     def forget_if_done(self, stream: Stream) -> None:

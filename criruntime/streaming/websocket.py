@@ -178,17 +178,19 @@ class Channel:
         # ends them all.
         self.write_closed = True
 
-    def end_read(self) -> None:
+    async def end_read(self) -> None:
+        """The client closed this channel (v5 CLOSE): queued after its data."""
         if not self.read_closed:
             self.read_closed = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self._inbox.put_nowait(b"")
+            await self._inbox.put(b"")
 
     def abort(self) -> None:
-        self.end_read()
-        if self._inbox.full():
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._inbox.get_nowait()
+        if not self.read_closed:
+            self.read_closed = True
+            # No waiting here: a reader behind a full inbox loses the rest, not the end.
+            if self._inbox.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    self._inbox.get_nowait()
             self._inbox.put_nowait(b"")
 
 
@@ -219,7 +221,7 @@ class ChannelConn:
                     continue
                 if channel == CLOSE_CHANNEL and self._close_signal:
                     if payload and payload[0] < len(self.channels):
-                        self.channels[payload[0]].end_read()
+                        await self.channels[payload[0]].end_read()
                     continue
                 if channel >= len(self.channels):
                     continue

@@ -226,3 +226,43 @@ def test_spdy_send_windows_are_honoured_once_the_peer_does_flow_control(
     held, total, status = run(session())
     assert held == 1000 and total == 5000
     assert json.loads(status)["status"] == "Success"
+
+
+def test_stdin_eof_after_many_small_frames_is_not_lost(cl: Cluster, image_ref: str) -> None:
+    cid = start(cl, image_ref, SLEEP)
+
+    async def spdy_session() -> bytes:
+        url = exec_url(cl, cid, ["sh", "-c", "sleep 1; wc -c"], stdin=True)
+        client, _ = await SpdyClient.connect(url, ["v4.channel.k8s.io"])
+        try:
+            error = await client.open({"streamtype": "error"})
+            stdin = await client.open({"streamtype": "stdin"})
+            out = await client.open({"streamtype": "stdout"})
+            await client.open({"streamtype": "stderr"})
+            for _ in range(200):  # far more frames than a stream's inbox holds
+                client.send_raw(spdy.data_frame(stdin.id, 0, b"x" * 1000))
+            await client.send(stdin, b"", fin=True)
+            await error.wait_fin()
+            return await out.wait_fin()
+        finally:
+            await client.close()
+
+    assert run(spdy_session()).strip() == b"200000"
+
+    async def ws_session() -> bytes:
+        url = exec_url(cl, cid, ["sh", "-c", "sleep 1; wc -c"], stdin=True, stderr=False)
+        client, _ = await WsClient.connect(url, ["v5.channel.k8s.io"])
+        out = b""
+        try:
+            for _ in range(100):
+                await client.send(b"\x00" + b"y" * 1000)
+            await client.send(bytes([255, 0]))
+            while (message := await client.receive()) is not None:
+                assert isinstance(message, bytes)
+                if message[:1] == b"\x01":
+                    out += message[1:]
+            return out
+        finally:
+            await client.close()
+
+    assert run(ws_session()).strip() == b"100000"
