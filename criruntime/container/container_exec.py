@@ -3,7 +3,8 @@
 The RPC validates and answers with a URL on the streaming server; the client's connection to
 that URL then calls `exec_stream`, which runs the command (oci/exec_process.py) and copies its
 stdio until it exits. A client that goes away takes the process with it, as under containerd:
-stdin is closed (with a tty, the process gets SIGHUP), then SIGKILL after a short grace.
+stdin is closed and the process gets SIGHUP (with a tty, a hang-up) or SIGTERM, then SIGKILL
+after a second.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ async def _supervise(proc: ExecProcess, io: StreamIO) -> int:
         for t in [*outputs, *helpers, exited, left]:
             t.cancel()
         await asyncio.gather(*outputs, *helpers, exited, left, return_exceptions=True)
-        if proc.popen.returncode is None:
+        if proc.popen.returncode is None:  # cancelled (daemon stopping): nothing may linger
+            proc.signal_process(signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(proc.pidfd, signal.SIGKILL)
             proc.popen.wait()
