@@ -150,6 +150,15 @@ class StreamingConfig:
 
 
 @dataclass(frozen=True)
+class CgroupsConfig:
+    tolerate_missing_hugetlb_controller: bool = _opt(
+        True,
+        "Drop hugepage limits (with a warning) where the host has no usable hugetlb controller, "
+        "as kubelet sends them for every page size; false refuses them with INVALID_ARGUMENT.",
+    )
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     address: str = _opt(
         "",
@@ -186,6 +195,7 @@ class Config:
     runtimes: dict[str, RuntimeHandlerConfig] = _opt_factory(
         _default_runtimes, "Runtime handlers by name; runc and crun are always defined."
     )
+    cgroups: CgroupsConfig = _opt_factory(CgroupsConfig, "Cgroup limits the host cannot enforce.")
     cni: CniConfig = _opt_factory(CniConfig, "CNI networking.")
     registry: RegistryConfig = _opt_factory(RegistryConfig, "Image registries.")
     streaming: StreamingConfig = _opt_factory(StreamingConfig, "Streaming server.")

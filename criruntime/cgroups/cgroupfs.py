@@ -24,6 +24,10 @@ log = logging.getLogger("criruntime.cgroups")
 DEFAULT_ROOT = "/sys/fs/cgroup"
 DEFAULT_CFS_PERIOD = 100_000
 _V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids")
+_V1_CONTROLLERS = frozenset(
+    {"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "misc",
+     "net_cls", "net_prio", "perf_event", "pids", "rdma"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,23 @@ class Cgroupfs:
         rel = path.strip("/")
         return [os.path.join(h, rel) for h in self.hierarchies]
 
-    def _hierarchy(self, name: str) -> str | None:
+    def controllers(self) -> frozenset[str]:
+        """The controllers limits can be set with. v1: those on a v1 hierarchy (a hybrid host's
+        unified mount does not count: runc's v1 manager never writes there); v2: the root's."""
+        if self.version == 2:
+            try:
+                with open(os.path.join(self.root, "cgroup.controllers")) as f:
+                    return frozenset(f.read().split())
+            except OSError:
+                return frozenset()
+        return frozenset(
+            c
+            for h in self.hierarchies
+            for c in os.path.basename(h).split(",")
+            if c in _V1_CONTROLLERS
+        )
+
+    def hierarchy(self, name: str) -> str | None:
         """The v1 mount of a controller (co-mounts like "cpu,cpuacct" included)."""
         for h in self.hierarchies:
             if name in os.path.basename(h).split(","):
@@ -124,7 +144,7 @@ class Cgroupfs:
     def _file(self, controller: str, path: str, name: str) -> str | None:
         if self.version == 2:
             return os.path.join(self.root, path.strip("/"), name)
-        h = self._hierarchy(controller)
+        h = self.hierarchy(controller)
         return os.path.join(h, path.strip("/"), name) if h else None
 
     # ---- lifecycle --------------------------------------------------------------------------

@@ -143,6 +143,7 @@ async def create_container(
                 image=image.config,
                 rootfs=paths.rootfs,
                 user=user,
+                host_cgroups=svc.host_cgroups,
                 recursive_read_only_supported=features.probe(
                     runtime.binary
                 ).recursive_read_only_mounts,

@@ -35,7 +35,7 @@ async def update_container_resources(
         if not request.HasField("linux"):
             return api.UpdateContainerResourcesResponse()
         warnings: list[str] = []
-        resources = resources_to_oci(request.linux, warnings)
+        resources = resources_to_oci(request.linux, svc.host_cgroups, warnings)
         # runc cannot change oom_score_adj live; a container not started yet gets it at start
         oom_score_adj = (
             clamp_oom_score_adj(request.linux.oom_score_adj, warnings)

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from criruntime.cgroups.cgroupfs import Cgroupfs
+from criruntime.cgroups.host import HostCgroups
 from criruntime.config import Config
 from criruntime.container import rootfs
 from criruntime.container.model import Container, ContainerState
@@ -56,9 +58,13 @@ class ContainerService:
         *,
         pods: PodLookup,
         images: ImageLookup,
+        host_cgroups: HostCgroups | None = None,
         exec_output_limit: int = DEFAULT_EXEC_OUTPUT_LIMIT,
     ) -> None:
         self.config = config
+        self.host_cgroups = host_cgroups or HostCgroups.detect(
+            Cgroupfs.detect(), config.cgroups.tolerate_missing_hugetlb_controller
+        )
         self.store = ContainerStore(db)
         self.pods = pods
         self.images = images
@@ -112,7 +118,9 @@ class ContainerService:
                 repo_digests=list(record.repo_digests),
             )
 
-        service = cls(config, db, pods=pod_lookup, images=image_lookup)
+        service = cls(
+            config, db, pods=pod_lookup, images=image_lookup, host_cgroups=sandboxes.host_cgroups
+        )
         sandboxes.stop_containers = service.stop_pod_containers
         sandboxes.remove_containers = service.remove_pod_containers
         return service

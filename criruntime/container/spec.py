@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.cgroups.limits import check_resources
+from criruntime.cgroups.host import HostCgroups
 from criruntime.container.providers import ImageConfig, PodInfo
 from criruntime.container.user import ResolvedUser
 from criruntime.errors import InvalidArgument
@@ -109,16 +109,6 @@ def negative_oom_score_adj_allowed() -> bool:
 
 
 @functools.cache
-def cgroup_v2() -> bool:
-    return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-
-
-@functools.cache
-def swap_accounting() -> bool:
-    return cgroup_v2() or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
-
-
-@functools.cache
 def apparmor_enabled() -> bool:
     try:
         with open("/sys/module/apparmor/parameters/enabled") as f:
@@ -155,10 +145,11 @@ def capabilities_for(security: api.LinuxContainerSecurityContext) -> list[str]:
 
 
 def resources_to_oci(
-    resources: api.LinuxContainerResources, warnings: list[str] | None = None
+    asked: api.LinuxContainerResources, host: HostCgroups, warnings: list[str]
 ) -> dict[str, Any]:
-    """CRI LinuxContainerResources → OCI linux.resources (also used by `runc update`)."""
-    check_resources(resources, "linux.resources")
+    """CRI LinuxContainerResources → OCI linux.resources (also used by `runc update`), without
+    what the host cannot enforce (see cgroups/host.py)."""
+    resources = host.fit(asked, "linux.resources", warnings)
     out: dict[str, Any] = {}
     cpu: dict[str, Any] = {}
     if resources.cpu_shares:
@@ -176,10 +167,8 @@ def resources_to_oci(
     memory: dict[str, Any] = {}
     if resources.memory_limit_in_bytes:
         memory["limit"] = resources.memory_limit_in_bytes
-    if resources.memory_swap_limit_in_bytes and swap_accounting():
+    if resources.memory_swap_limit_in_bytes:
         memory["swap"] = resources.memory_swap_limit_in_bytes
-    elif resources.memory_swap_limit_in_bytes and warnings is not None:
-        warnings.append("memory swap limit ignored: the kernel has no swap accounting")
     if memory:
         out["memory"] = memory
     if resources.hugepage_limits:
@@ -187,10 +176,7 @@ def resources_to_oci(
             {"pageSize": h.page_size, "limit": h.limit} for h in resources.hugepage_limits
         ]
     if resources.unified:
-        if cgroup_v2():
-            out["unified"] = dict(resources.unified)
-        elif warnings is not None:
-            warnings.append("unified cgroup resources ignored on cgroup v1")
+        out["unified"] = dict(resources.unified)
     return out
 
 
@@ -209,6 +195,7 @@ class SpecInputs:
     image: ImageConfig
     rootfs: str
     user: ResolvedUser
+    host_cgroups: HostCgroups
     recursive_read_only_supported: bool = False
     cgroup_root: str = "/criruntime"
     target_pid: int = 0  # for NamespaceMode.TARGET: the target container's init pid
@@ -413,7 +400,9 @@ class ContainerSpecBuilder:
 
     def _linux(self) -> dict[str, Any]:
         privileged = self.security.privileged
-        resources = resources_to_oci(self.config.linux.resources, self.warnings)
+        resources = resources_to_oci(
+            self.config.linux.resources, self.i.host_cgroups, self.warnings
+        )
         devices, device_rules = self._devices()
         resources["devices"] = device_rules
         cgroup_parent = self.i.pod.cgroup_parent or self.i.cgroup_root

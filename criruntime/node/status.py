@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.cgroups.host import HostCgroups
 from criruntime.config import Config
 from criruntime.network import cni_config
 from criruntime.node.runtime_config import POD_CIDR_KEY
@@ -60,6 +61,7 @@ def status(
     request: api.StatusRequest,
     config: Config,
     settings: SettingsStore,
+    cgroups: HostCgroups,
     streaming: dict[str, object] | None = None,
 ) -> api.StatusResponse:
     network, cni_info = _network_condition(config)
@@ -73,5 +75,6 @@ def status(
         response.info["config"] = json.dumps(config.to_dict())
         response.info["cniconfig"] = cni_info
         response.info["podCIDR"] = json.dumps(settings.get(POD_CIDR_KEY))
+        response.info["cgroups"] = json.dumps(cgroups.describe())
         response.info["streaming"] = json.dumps(streaming or {})
     return response

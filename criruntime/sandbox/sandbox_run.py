@@ -21,7 +21,7 @@ import time
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.cgroups.cgroupfs import Resources, systemd_slice_to_path
-from criruntime.cgroups.limits import check_resources
+from criruntime.cgroups.host import HostCgroups
 from criruntime.errors import AlreadyExists, InvalidArgument, Unknown
 from criruntime.network.cni_executor import PluginError, result_ips
 from criruntime.sandbox import dns, namespaces
@@ -111,9 +111,7 @@ def _validate(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
         raise InvalidArgument(
             f"log_directory must be an absolute path, got {config.log_directory!r}"
         )
-    for where in ("resources", "overhead"):
-        if config.linux.HasField(where):
-            check_resources(getattr(config.linux, where), f"linux.{where}")
+    pod_resources(config.linux, svc.host_cgroups, [])  # refuses what the host cannot enforce
     parent = config.linux.cgroup_parent
     if parent and ".." in parent.split("/"):
         raise InvalidArgument(f"cgroup_parent {parent!r} is not a valid cgroup path")
@@ -150,14 +148,18 @@ def to_resources(r: api.LinuxContainerResources) -> Resources:
     )
 
 
-def pod_resources(linux: api.LinuxPodSandboxConfig) -> Resources | None:
-    """resources (the containers' sum) plus overhead; overhead alone bounds nothing."""
+def pod_resources(
+    linux: api.LinuxPodSandboxConfig, host: HostCgroups, warnings: list[str]
+) -> Resources | None:
+    """resources (the containers' sum) plus overhead, fitted to the host as containers' limits
+    are; overhead alone bounds nothing."""
+    overhead = (
+        host.fit(linux.overhead, "linux.overhead", warnings) if linux.HasField("overhead") else None
+    )
     if not linux.HasField("resources"):
         return None
-    total = to_resources(linux.resources)
-    if linux.HasField("overhead"):
-        total = total + to_resources(linux.overhead)
-    return total
+    total = to_resources(host.fit(linux.resources, "linux.resources", warnings))
+    return total if overhead is None else total + to_resources(overhead)
 
 
 def _set_oom_score_adj(pid: int, value: int) -> None:
@@ -208,7 +210,10 @@ async def _create(
         if owned:
             undo.push_async_callback(asyncio.to_thread, cg.remove, cgroup, owned)
         await asyncio.to_thread(cg.create, cgroup)
-        resources = pod_resources(config.linux)
+        warnings: list[str] = []
+        resources = pod_resources(config.linux, svc.host_cgroups, warnings)
+        for warning in dict.fromkeys(warnings):  # resources and overhead may warn alike
+            log.warning("pod %s: %s", sandbox_id[:12], warning)
         if resources is not None:
             await asyncio.to_thread(cg.apply, cgroup, resources)
 

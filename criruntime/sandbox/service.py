@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from criruntime.cgroups.cgroupfs import Cgroupfs
+from criruntime.cgroups.host import HostCgroups
 from criruntime.config import Config
 from criruntime.network.cni_executor import InProcessRunner
 from criruntime.network.pod_network import PodNetwork
@@ -56,6 +57,9 @@ class SandboxService:
         self.store = SandboxStore(db)
         self.settings = settings
         self.cgroupfs = cgroupfs or Cgroupfs.detect()
+        self.host_cgroups = HostCgroups.detect(
+            self.cgroupfs, config.cgroups.tolerate_missing_hugetlb_controller
+        )
         self.network = PodNetwork(
             config.cni,
             os.path.join(config.root, "cni"),

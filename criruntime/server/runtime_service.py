@@ -30,7 +30,13 @@ class RuntimeServicer(SandboxRpcs, ContainerRpcs, api_grpc.RuntimeServiceService
         return version.version()
 
     async def Status(self, request: api.StatusRequest, context: Context) -> api.StatusResponse:
-        return status.status(request, self._s.config, self._s.settings, self._s.streaming.info())
+        return status.status(
+            request,
+            self._s.config,
+            self._s.settings,
+            self._s.sandboxes.host_cgroups,
+            self._s.streaming.info(),
+        )
 
     async def RuntimeConfig(
         self, request: api.RuntimeConfigRequest, context: Context

@@ -266,15 +266,25 @@ def mounts_under(prefix: str) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
 
 
-def cgroup_procs(pid: int, controller: str = "memory") -> list[int]:
-    """PIDs in the same cgroup (of `controller`) as `pid`."""
+def cgroup_path(pid: int, controller: str = "memory") -> str:
+    """The cgroup (of a cgroup v1 `controller`) `pid` is in, as /proc/PID/cgroup names it."""
     with open(f"/proc/{pid}/cgroup") as f:
         for line in f:
             _, controllers, path = line.rstrip("\n").split(":", 2)
             if controller in controllers.split(","):
-                with open(f"/sys/fs/cgroup/{controller}{path}/cgroup.procs") as procs:
-                    return [int(p) for p in procs.read().split()]
+                return path
     raise AssertionError(f"{pid} has no {controller} cgroup")
+
+
+def cgroup_file(pid: int, controller: str, name: str) -> str:
+    """A file of `pid`'s cgroup of `controller`, stripped."""
+    with open(f"/sys/fs/cgroup/{controller}{cgroup_path(pid, controller)}/{name}") as f:
+        return f.read().strip()
+
+
+def cgroup_procs(pid: int, controller: str = "memory") -> list[int]:
+    """PIDs in the same cgroup (of `controller`) as `pid`."""
+    return [int(p) for p in cgroup_file(pid, controller, "cgroup.procs").split()]
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.cgroups.host import HostCgroups
 from criruntime.container.providers import ImageConfig, PodInfo
 from criruntime.container.spec import (
     DEFAULT_CAPABILITIES,
@@ -21,6 +22,7 @@ from criruntime.container.user import ResolvedUser, resolve_user
 from criruntime.errors import InvalidArgument
 from tests.container.conftest import build_busybox_layer
 
+HOST = HostCgroups(1, frozenset({"cpu", "cpuset", "memory", "hugetlb"}), swap=True)
 POD = PodInfo(
     id="p", config=api.PodSandboxConfig(hostname="podhost"), ready=True, runtime_handler="",
     netns_path="/run/netns/x", ipc_ns_path="/run/ipc/x", uts_ns_path="/run/uts/x",
@@ -32,7 +34,8 @@ POD = PodInfo(
 def build(config: api.ContainerConfig, image: ImageConfig | None = None, **kw: object) -> dict:  # type: ignore[type-arg]
     inputs = SpecInputs(
         container_id="cid", config=config, pod=POD, image=image or ImageConfig(),
-        rootfs="/rootfs", user=ResolvedUser(0, 0, [0]), **kw,  # type: ignore[arg-type]
+        rootfs="/rootfs", user=ResolvedUser(0, 0, [0]), host_cgroups=HOST,
+        **kw,  # type: ignore[arg-type]
     )  # fmt: skip
     return ContainerSpecBuilder(inputs).build().spec
 

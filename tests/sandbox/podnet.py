@@ -11,6 +11,7 @@ import os
 import random
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -108,6 +109,20 @@ class PodNet:
         force_cleanup(self.daemon.base)
         if link_exists(self.bridge):
             subprocess.run(["ip", "link", "del", self.bridge], check=False)
+
+
+# Executables stand-ins: cni_config requires every plugin in bin_dirs (as libcni does), even
+# though the daemon runs these types in-process.
+_WRAPPER = "#!{python}\nfrom cni._skel import main_for\nmain_for({name!r})\n"
+
+
+def install_own(daemon: Daemon, *names: str) -> None:
+    """The project's own plugins (criruntime-bridge, ...) in the daemon's CNI bin dir."""
+    for name in names:
+        path = os.path.join(daemon.cni_bin_dir, name)
+        with open(path, "w") as f:
+            f.write(_WRAPPER.format(python=sys.executable, name=name))
+        os.chmod(path, stat.S_IRWXU)
 
 
 def remove_all_pods(daemon: Daemon) -> None:

@@ -3,10 +3,6 @@ Debian's reference plugins in both directions."""
 
 from __future__ import annotations
 
-import os
-import stat
-import sys
-
 import pytest
 
 from tests.conftest import Daemon
@@ -14,6 +10,7 @@ from tests.sandbox.podnet import (
     PodNet,
     host_snapshot,
     info,
+    install_own,
     pod_config,
     remove_pod,
     run_pod,
@@ -24,18 +21,6 @@ from tests.sandbox.podnet import (
 )
 
 cni = pytest.importorskip("cni")
-
-# Executables stand-ins: cni_config requires every plugin in bin_dirs (as libcni does), even
-# though the daemon runs these types in-process.
-_WRAPPER = "#!{python}\nfrom cni._skel import main_for\nmain_for({name!r})\n"
-
-
-def install_own(daemon: Daemon, *names: str) -> None:
-    for name in names:
-        path = os.path.join(daemon.cni_bin_dir, name)
-        with open(path, "w") as f:
-            f.write(_WRAPPER.format(python=sys.executable, name=name))
-        os.chmod(path, stat.S_IRWXU)
 
 
 @pytest.mark.parametrize(
