@@ -186,7 +186,7 @@ class StreamingServer:
                 assert isinstance(request, api.PortForwardRequest)
                 await portforward.serve_spdy(session, accepted, self._forwarder(request))
             else:
-                opts, command = self._command(kind, request)
+                opts, command = self._command(request)
                 await remotecommand.serve_spdy(session, accepted, protocol, opts, command)
         finally:
             await session.close()
@@ -231,7 +231,7 @@ class StreamingServer:
             conn = ChannelConn(ws, 2 * len(ports), base64_text=base64_text, close_signal=False)
             await portforward.serve_websocket(conn, ports, self._forwarder(request))
             return
-        opts, command = self._command(kind, request)
+        opts, command = self._command(request)
         conn = ChannelConn(
             ws, 5, base64_text=base64_text, close_signal=protocol == remotecommand.V5
         )
@@ -239,9 +239,7 @@ class StreamingServer:
 
     # ---- from requests to runtime calls --------------------------------------------------------
 
-    def _command(
-        self, kind: str, request: object
-    ) -> tuple[remotecommand.Options, remotecommand.Command]:
+    def _command(self, request: object) -> tuple[remotecommand.Options, remotecommand.Command]:
         runtime = self._runtime
         if isinstance(request, api.ExecRequest):
             opts = remotecommand.Options(
