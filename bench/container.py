@@ -5,12 +5,13 @@ Both pull one busybox-static image (built here, as the tests build it) from a do
 127.0.0.1; containerd also gets the catatonit pause image the sandbox benchmark builds. Pods are
 host-network pods, so CNI is not part of the figures.
 
-Latency: one pod per runtime, RUNS containers each run through create → start → ExecSync →
-stop → rm, each verb timed on its own (medians; target criruntime <= 0.7x containerd). Both
-daemons are up at once and take turns cycle by cycle, so drift in the machine's speed during the
-run (common on a shared VM) does not land on one runtime only. A third contestant in the same
-rotation is runc alone on a copy of criruntime's bundle (RuncAlone): the floor under start and
-ExecSync for any runtime that drives runc, reported against containerd's figures.
+Latency: one pod per contestant, RUNS containers each run through create → start → ExecSync →
+stop → rm, each verb timed on its own (medians). criruntime takes part twice, with a pod on its
+crun handler (targets: start and ExecSync <= 0.5x containerd) and one on its runc handler. Both
+daemons are up at once and all contestants take turns cycle by cycle, so drift in the machine's
+speed during the run (common on a shared VM) does not land on one only. crun and runc alone on
+a copy of criruntime's bundle (RuntimeAlone) join the rotation: the floor under start and
+ExecSync for any runtime that drives them, reported against containerd's figures.
 
 Memory: VmRSS from /proc/<pid>/status of the daemon idle (image pulled, no pods), then with PODS
 pods running one container each: the daemon plus its per-container monitors, found by PID and
@@ -38,6 +39,7 @@ from typing import TypeVar
 from bench.harness import RuntimeUnderTest, Setup, Timing, containerd, criruntime, report
 from bench.sandbox import PAUSE_IMAGE, import_pause_image
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.oci import mountns
 from tests.container.daemon_env import busybox_image
 from tests.image import images
 from tests.image.registry_env import start_registry
@@ -157,10 +159,9 @@ def _container(image: str, i: int) -> api.ContainerConfig:
     )
 
 
-def _run_pod(rt: RuntimeUnderTest, config: api.PodSandboxConfig) -> str:
-    return str(
-        rt.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
-    )
+def _run_pod(rt: RuntimeUnderTest, config: api.PodSandboxConfig, handler: str = "") -> str:
+    request = api.RunPodSandboxRequest(config=config, runtime_handler=handler)
+    return str(rt.runtime.RunPodSandbox(request, timeout=60).pod_sandbox_id)
 
 
 def _remove_pods(rt: RuntimeUnderTest, pod_ids: list[str]) -> None:
@@ -205,17 +206,21 @@ def _cycle(
     return laps
 
 
-class RuncAlone:
-    """runc by itself, no daemon and no conmon, on copies of criruntime's own bundle for this
-    pod (same spec, same rootfs, same pod namespaces): the floor under StartContainer
-    (`runc create` + `runc start`) and ExecSync (`runc exec`) that no CRI runtime built on runc
-    can go below. It takes its turn in the same rotation as the two daemons."""
+class RuntimeAlone:
+    """An OCI runtime by itself, no daemon and no conmon, on copies of criruntime's own bundle
+    for this pod (same spec, same rootfs, same pod namespaces): the floor under StartContainer
+    (`create` + `start`) and ExecSync (`exec`) that no CRI runtime driving it can go below. It
+    takes its turn in the same rotation as the daemons. crun runs in a private mount namespace
+    made as criruntime makes its own (criruntime/oci/mountns.py), entered with nsenter as
+    criruntime enters it, so its figures include nsenter's exec (~0.5 ms)."""
 
-    name = "runc alone"
-
-    def __init__(self, rt: RuntimeUnderTest, pod: str, config: api.PodSandboxConfig, image: str):
+    def __init__(
+        self, binary: str, rt: RuntimeUnderTest, pod: str, config: api.PodSandboxConfig, image: str
+    ):
+        self.name = f"{binary} alone"
+        self.binary = binary
         self.ours = rt
-        self.root = tempfile.mkdtemp(prefix="bench-runc-", dir="/tmp")
+        self.root = tempfile.mkdtemp(prefix=f"bench-{binary}-", dir="/tmp")
         # A created, never started container lends its spec and its mounted rootfs.
         self.template_id = rt.runtime.CreateContainer(
             api.CreateContainerRequest(
@@ -225,7 +230,13 @@ class RuncAlone:
         bundle = os.path.join(_state_dir(rt), "containers", self.template_id)
         with open(os.path.join(bundle, "config.json")) as f:
             self.spec = json.load(f)
-        self.runc = ["runc", "--root", os.path.join(self.root, "state")]
+        self.namespace: mountns.PrivateMountNamespace | None = None
+        hidden = mountns.hidden_mounts(mountns.read_mounts())
+        if binary == "crun" and hidden:
+            # Made after the template's rootfs was mounted, so it holds a copy of it.
+            self.namespace = mountns.PrivateMountNamespace.prepare(hidden, self.root)
+        enter = self.namespace.enter if self.namespace is not None else []
+        self.cmd = [*enter, binary, "--root", os.path.join(self.root, "state")]
 
     def cycle(self, i: int) -> dict[str, float]:
         cid = f"floor-{i}"
@@ -243,53 +254,63 @@ class RuncAlone:
             t0 = time.perf_counter()
             # stdout to /dev/null: the created init holds it until the container ends.
             subprocess.run(
-                [*self.runc, "create", "--bundle", bundle, cid],
+                [*self.cmd, "create", "--bundle", bundle, cid],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 check=True,
             )
             created = time.perf_counter()
-            subprocess.run([*self.runc, "start", cid], check=True)
+            subprocess.run([*self.cmd, "start", cid], check=True)
             t1 = time.perf_counter()
             time.sleep(QUIET)  # as for the daemons' ExecSync
             t1_exec = time.perf_counter()
             out = subprocess.run(
-                [*self.runc, "exec", "--process", os.path.join(bundle, "process.json"), cid],
+                [*self.cmd, "exec", "--process", os.path.join(bundle, "process.json"), cid],
                 capture_output=True,
                 check=True,
             ).stdout
             t2 = time.perf_counter()
             assert out == b"hi\n", out
         finally:
-            subprocess.run([*self.runc, "delete", "--force", cid], capture_output=True)
+            subprocess.run([*self.cmd, "delete", "--force", cid], capture_output=True)
             shutil.rmtree(bundle, ignore_errors=True)
-        return {"runc create": created - t0, "start": t1 - t0, "exec": t2 - t1_exec}
+        return {"create": created - t0, "start": t1 - t0, "exec": t2 - t1_exec}
 
     def close(self) -> None:
         self.ours.runtime.RemoveContainer(api.RemoveContainerRequest(container_id=self.template_id))
+        if self.namespace is not None:
+            self.namespace.close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# criruntime takes part once per runtime handler: one daemon, a pod on each.
+HANDLERS = ("crun", "runc")
 
 
 def latencies(
     theirs: RuntimeUnderTest, ours: RuntimeUnderTest, image: str, logs: str
 ) -> dict[str, dict[str, Timing]]:
-    """Per contestant (containerd, criruntime, runc alone), per verb. They take turns cycle by
-    cycle, each cycle in a new order, so a machine that speeds up or slows down during the run
-    (common on a shared VM) weighs on all of them alike."""
-    runtimes = [theirs, ours]
+    """Per contestant (containerd; criruntime on crun and on runc; crun and runc alone), per
+    verb. They take turns cycle by cycle, each cycle in a new order, so a machine that speeds
+    up or slows down during the run (common on a shared VM) weighs on all of them alike."""
     # A shared pod PID namespace, so `sleep` is not PID 1 and SIGTERM stops it at once.
-    configs = {rt.name: _pod(logs, api.NamespaceMode.POD) for rt in runtimes}
-    pods: dict[str, str] = {}
+    pods: dict[str, tuple[RuntimeUnderTest, str, api.PodSandboxConfig]] = {}
     samples: dict[str, dict[str, list[float]]] = {}
-    floor: RuncAlone | None = None
+    floors: list[RuntimeAlone] = []
     try:
-        for rt in runtimes:
-            pods[rt.name] = _run_pod(rt, configs[rt.name])
-        floor = RuncAlone(ours, pods[ours.name], configs[ours.name], image)
+        for name, rt, handler in [
+            ("containerd", theirs, ""),
+            *((f"criruntime {h}", ours, h) for h in HANDLERS),
+        ]:
+            config = _pod(logs, api.NamespaceMode.POD)
+            pods[name] = (rt, _run_pod(rt, config, handler), config)
+        for handler in HANDLERS:
+            _, pod, config = pods[f"criruntime {handler}"]
+            floors.append(RuntimeAlone(handler, ours, pod, config, image))
         contestants: list[tuple[str, Callable[[int], dict[str, float]]]] = [
-            (rt.name, functools.partial(_cycle, rt, pods[rt.name], configs[rt.name], image))
-            for rt in runtimes
-        ] + [(floor.name, floor.cycle)]
+            (name, functools.partial(_cycle, rt, pod, config, image))
+            for name, (rt, pod, config) in pods.items()
+        ] + [(floor.name, floor.cycle) for floor in floors]
         for i in range(WARMUP + RUNS):
             shift = i % len(contestants)
             for name, cycle in contestants[shift:] + contestants[:shift]:
@@ -299,11 +320,10 @@ def latencies(
                     for verb, seconds in laps.items():
                         samples.setdefault(name, {}).setdefault(verb, []).append(seconds)
     finally:
-        if floor is not None:
+        for floor in floors:
             floor.close()
-        for rt in runtimes:
-            if rt.name in pods:
-                _remove_pods(rt, [pods[rt.name]])
+        for rt, pod, _ in pods.values():
+            _remove_pods(rt, [pod])
     return {name: {v: Timing(s) for v, s in per.items() if s} for name, per in samples.items()}
 
 
@@ -393,21 +413,29 @@ def run() -> str:
     finally:
         registry.stop()
         shutil.rmtree(work, ignore_errors=True)
-    table = report(
-        f"containers, {RUNS} each (after {WARMUP} warm-up), busybox image, host-network pod",
-        [(verb, lat["criruntime"][verb], lat["containerd"][verb]) for verb in VERBS],
-        target=0.7,
-    )
+    tables = [
+        report(
+            f"containers on criruntime's {handler} handler vs containerd (runc), {RUNS} each "
+            f"(after {WARMUP} warm-up), busybox image, host-network pod",
+            [(verb, lat[f"criruntime {handler}"][verb], lat["containerd"][verb]) for verb in VERBS],
+            target=0.5 if handler == "crun" else 0.7,
+        )
+        for handler in HANDLERS
+    ]
     floor = report(
-        "the floor: runc alone on a copy of criruntime's bundle, in the same rotation",
+        "the floor: each runtime alone on a copy of criruntime's bundle, in the same rotation",
         [
-            ("runc create vs start", lat["runc alone"]["runc create"], lat["containerd"]["start"]),
-            ("runc create+start vs start", lat["runc alone"]["start"], lat["containerd"]["start"]),
-            ("runc exec vs exec", lat["runc alone"]["exec"], lat["containerd"]["exec"]),
+            (f"{rt} {row}", lat[f"{rt} alone"][verb], lat["containerd"][their])
+            for rt in HANDLERS
+            for row, verb, their in (
+                ("create vs start", "create", "start"),
+                ("create+start vs start", "start", "start"),
+                ("exec vs exec", "exec", "exec"),
+            )
         ],
-        ours="runc",
+        ours="alone",
     )
-    return table + "\n\n" + floor + "\n\n" + _memory_report(r_mem, c_mem, PODS)
+    return "\n\n".join([*tables, floor, _memory_report(r_mem, c_mem, PODS)])
 
 
 if __name__ == "__main__":

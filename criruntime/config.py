@@ -167,6 +167,10 @@ class MetricsConfig:
     )
 
 
+# default_runtime's value that lets a start-up probe choose (criruntime/oci/selection.py).
+AUTO_RUNTIME = "auto"
+
+
 def _default_runtimes() -> dict[str, RuntimeHandlerConfig]:
     return {"runc": RuntimeHandlerConfig("runc"), "crun": RuntimeHandlerConfig("crun")}
 
@@ -191,7 +195,11 @@ class Config:
     cgroup_driver: str = _opt(
         "cgroupfs", "cgroupfs, or systemd where systemd runs.", _one_of("cgroupfs", "systemd")
     )
-    default_runtime: str = _opt("runc", "Runtime handler used when a pod names none.")
+    default_runtime: str = _opt(
+        AUTO_RUNTIME,
+        'Runtime handler used when a pod names none. "auto": crun when a start-up probe shows '
+        "it can run containers on this host, else runc.",
+    )
     runtimes: dict[str, RuntimeHandlerConfig] = _opt_factory(
         _default_runtimes, "Runtime handlers by name; runc and crun are always defined."
     )
@@ -235,7 +243,9 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         raise ConfigError(
             f"{source}: key 'streaming': tls_cert_file and tls_key_file must be set together"
         )
-    if config.default_runtime not in config.runtimes:
+    if AUTO_RUNTIME in config.runtimes:
+        raise ConfigError(f"{source}: key 'runtimes': {AUTO_RUNTIME!r} is not a handler name")
+    if config.default_runtime not in (*config.runtimes, AUTO_RUNTIME):
         raise ConfigError(
             f"{source}: key 'default_runtime': runtime {config.default_runtime!r} is not defined "
             f"(defined: {', '.join(sorted(config.runtimes))})"

@@ -152,8 +152,8 @@ class Daemon:
 # What `make test` installs (hack/install-deps.sh runtime + test groups). A missing piece fails
 # the session at once: a test that silently skips would hide exactly the breakage it guards.
 REQUIRED_TOOLS = [
-    "runc", "conmon", "catatonit", "ip", "iptables", "iptables-legacy", "iptables-nft", "nsenter",
-    "docker-registry", "htpasswd", "openssl",
+    "runc", "crun", "conmon", "catatonit", "ip", "iptables", "iptables-legacy", "iptables-nft",
+    "nsenter", "docker-registry", "htpasswd", "openssl",
 ]  # fmt: skip
 REQUIRED_FILES = ["/bin/busybox", "/usr/lib/cni/bridge", "/usr/lib/cni/host-local"]
 

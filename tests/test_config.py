@@ -26,7 +26,7 @@ def test_defaults() -> None:
     assert c.root == "/var/lib/criruntime"
     assert c.state == "/run/criruntime"
     assert c.cgroup_driver == "cgroupfs"
-    assert c.default_runtime == "runc"
+    assert c.default_runtime == "auto"  # a start-up probe picks crun or runc
     assert set(c.runtimes) == {"runc", "crun"}
     assert c.cni.conf_dir == "/etc/cni/net.d"
     assert c.cni.bin_dirs == ["/opt/cni/bin"]

@@ -29,7 +29,7 @@ from criruntime.container.spec import ContainerSpecBuilder, SpecInputs
 from criruntime.container.user import resolve_user
 from criruntime.errors import FailedPrecondition, InvalidArgument, NotFound
 from criruntime.oci import features
-from criruntime.oci.runtime import BundlePaths
+from criruntime.oci.runtime import BundlePaths, release_mounts
 
 log = logging.getLogger("criruntime.container")
 
@@ -143,7 +143,7 @@ async def create_container(
                 image=image.config,
                 rootfs=paths.rootfs,
                 user=user,
-                host_cgroups=svc.host_cgroups,
+                host_cgroups=svc.host_cgroups_for(runtime),
                 recursive_read_only_supported=features.probe(
                     runtime.binary
                 ).recursive_read_only_mounts,
@@ -152,6 +152,8 @@ async def create_container(
         ).build()
         for warning in built.warnings:
             log.warning("container %s: %s", container_id[:12], warning)
+        undo.callback(release_mounts, bundle)
+        await loop.run_in_executor(None, runtime.stage_mounts, built.spec, bundle)
         write_spec(paths.config, built.spec)
         container = container.replace(
             state=ContainerState.CREATED,

@@ -35,7 +35,8 @@ async def update_container_resources(
         if not request.HasField("linux"):
             return api.UpdateContainerResourcesResponse()
         warnings: list[str] = []
-        resources = resources_to_oci(request.linux, svc.host_cgroups, warnings)
+        runtime = svc.runtime_for(container.runtime_handler)
+        resources = resources_to_oci(request.linux, svc.host_cgroups_for(runtime), warnings)
         # runc cannot change oom_score_adj live; a container not started yet gets it at start
         oom_score_adj = (
             clamp_oom_score_adj(request.linux.oom_score_adj, warnings)
@@ -44,7 +45,6 @@ async def update_container_resources(
         )
         for warning in warnings:
             log.warning("container %s: %s", container.id[:12], warning)
-        runtime = svc.runtime_for(container.runtime_handler)
         if runtime.has_state(container.id):
             await runtime.update(container.id, resources)
             oom_score_adj = None

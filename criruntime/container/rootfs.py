@@ -12,6 +12,7 @@ import shutil
 import subprocess
 
 from criruntime.native import linux
+from criruntime.oci import mountns
 
 # overlayfs reads its options from one page; leave room for upper/work and the separators.
 _MAX_INLINE_OPTIONS = 3800
@@ -57,7 +58,14 @@ def unmount(target: str) -> None:
 
 
 def remove_dirs(*paths: str) -> None:
+    """Deletes each tree, first detaching any mount left below it: rmtree would otherwise
+    delete through a bind into the host path it shows (a volume staged for crun)."""
+    mounts = [m.mount_point for m in mountns.read_mounts()]
     for path in paths:
+        below = sorted((m for m in mounts if m.startswith(path + "/")), reverse=True)
+        for target in below:
+            with contextlib.suppress(OSError):
+                linux.umount(target, detach=True)
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(path)
 

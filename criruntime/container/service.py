@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -31,6 +32,7 @@ from criruntime.container.providers import (
 from criruntime.container.store import ContainerStore
 from criruntime.errors import InvalidArgument, NotFound
 from criruntime.oci import runtime as oci
+from criruntime.oci.selection import RuntimeSet
 from criruntime.store.db import Database
 
 if TYPE_CHECKING:
@@ -60,7 +62,10 @@ class ContainerService:
         images: ImageLookup,
         host_cgroups: HostCgroups | None = None,
         exec_output_limit: int = DEFAULT_EXEC_OUTPUT_LIMIT,
+        runtimes: RuntimeSet | None = None,
     ) -> None:
+        self.runtime_set = runtimes if runtimes is not None else RuntimeSet.open(config)
+        config = self.runtime_set.resolve(config)
         self.config = config
         self.host_cgroups = host_cgroups or HostCgroups.detect(
             Cgroupfs.detect(), config.cgroups.tolerate_missing_hugetlb_controller
@@ -69,10 +74,7 @@ class ContainerService:
         self.pods = pods
         self.images = images
         self.exec_output_limit = exec_output_limit
-        self.runtimes = {
-            name: oci.OciRuntime(name, handler.path, config.state)
-            for name, handler in config.runtimes.items()
-        }
+        self.runtimes = self.runtime_set.handlers
         self.bundles_dir = os.path.join(config.state, "containers")
         self.storage_root = os.path.join(config.root, "containers")
         os.makedirs(self.bundles_dir, mode=0o711, exist_ok=True)
@@ -90,7 +92,12 @@ class ContainerService:
 
     @classmethod
     def wired(
-        cls, config: Config, db: Database, sandboxes: SandboxService, images: ImageService
+        cls,
+        config: Config,
+        db: Database,
+        sandboxes: SandboxService,
+        images: ImageService,
+        runtimes: RuntimeSet,
     ) -> ContainerService:
         """Built on the real pod and image services; registers the pod-teardown hooks."""
 
@@ -119,7 +126,12 @@ class ContainerService:
             )
 
         service = cls(
-            config, db, pods=pod_lookup, images=image_lookup, host_cgroups=sandboxes.host_cgroups
+            config,
+            db,
+            pods=pod_lookup,
+            images=image_lookup,
+            host_cgroups=sandboxes.host_cgroups,
+            runtimes=runtimes,
         )
         sandboxes.stop_containers = service.stop_pod_containers
         sandboxes.remove_containers = service.remove_pod_containers
@@ -134,6 +146,16 @@ class ContainerService:
             known = ", ".join(sorted(self.runtimes))
             raise InvalidArgument(f"unknown runtime handler {handler!r} (configured: {known})")
         return runtime
+
+    def host_cgroups_for(self, runtime: oci.OciRuntime) -> HostCgroups:
+        """The host cgroup rule as it applies to one runtime handler: a runtime that sees fewer
+        controllers than the host has (crun in its private mount namespace) gets those only."""
+        seen = runtime.cgroup_controllers
+        if seen is None:
+            return self.host_cgroups
+        return dataclasses.replace(
+            self.host_cgroups, controllers=self.host_cgroups.controllers & seen
+        )
 
     def bundle_dir(self, container_id: str) -> str:
         return os.path.join(self.bundles_dir, container_id)
@@ -187,6 +209,9 @@ class ContainerService:
             target = oci.BundlePaths(container.bundle_dir).rootfs
             if rootfs.mounted(target):
                 await asyncio.get_running_loop().run_in_executor(None, rootfs.unmount, target)
+            await asyncio.get_running_loop().run_in_executor(
+                None, oci.release_mounts, container.bundle_dir
+            )
 
     def _reap_task(self, container: Container) -> asyncio.Task[None]:
         """One reap at a time per container: a status refresh and a stop that both see the exit
@@ -290,6 +315,7 @@ def _delete_trees(paths: list[str]) -> None:
     that will not go is logged and left to the next recovery (the trash is emptied then)."""
     for path in paths:
         rootfs.unmount(oci.BundlePaths(path).rootfs)
+        oci.release_mounts(path)  # never delete through a bind onto a host path
         try:
             rootfs.remove_dirs(path)
         except OSError as e:

@@ -21,6 +21,8 @@ MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 0x100000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
 
@@ -76,6 +78,17 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
 
 def bind_mount(source: str, target: str) -> None:
     mount(source, target, None, MS_BIND, None)
+
+
+def rbind_mount(source: str, target: str) -> None:
+    """A bind of `source` with every mount below it."""
+    mount(source, target, None, MS_BIND | MS_REC, None)
+
+
+def make_shared(target: str) -> None:
+    """Puts the mount at `target` in a peer group: mounts made under it later appear in every
+    mount namespace holding a peer of it."""
+    _check(_libc.mount(b"none", target.encode(), None, MS_SHARED, None), "make shared", target)
 
 
 def umount(target: str, *, detach: bool = True) -> None:

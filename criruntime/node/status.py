@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.cgroups.host import HostCgroups
@@ -62,6 +63,7 @@ def status(
     config: Config,
     settings: SettingsStore,
     cgroups: HostCgroups,
+    runtimes: dict[str, Any] | None = None,
     streaming: dict[str, object] | None = None,
 ) -> api.StatusResponse:
     network, cni_info = _network_condition(config)
@@ -76,5 +78,7 @@ def status(
         response.info["cniconfig"] = cni_info
         response.info["podCIDR"] = json.dumps(settings.get(POD_CIDR_KEY))
         response.info["cgroups"] = json.dumps(cgroups.describe())
+        if runtimes is not None:  # which handler is the default and why, where each one runs
+            response.info["runtimes"] = json.dumps(runtimes)
         response.info["streaming"] = json.dumps(streaming or {})
     return response

@@ -133,11 +133,10 @@ def start_exec(
             if fd >= 0:
                 os.set_blocking(fd, False)
         popen = subprocess.Popen(
-            [
-                runtime.resolved_binary(), "--root", runtime.root,
+            runtime.argv(
                 "exec", "--process", f"/proc/self/fd/{spec_fd}", "--pid-file", pid_file,
                 container_id,
-            ],
+            ),
             stdin=child_stdio[0],
             stdout=child_stdio[1],
             stderr=child_stdio[2],

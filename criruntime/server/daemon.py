@@ -61,13 +61,36 @@ async def _serve_locked(config: Config) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(config.socket)
     services = Services.open(config)
+    try:
+        server = await _start_server(config, services)
+    except BaseException:
+        await services.close()  # e.g. the runtime namespace's mounts
+        raise
+    os.chmod(config.socket, 0o660)
+    try:
+        if config.metrics.address:
+            port = metrics.serve(config.metrics.address)
+            log.info(
+                "metrics on http://%s:%d/metrics", config.metrics.address.rpartition(":")[0], port
+            )
+        log.info("%s %s listening on unix://%s", RUNTIME_NAME, __version__, config.socket)
+        await _wait_for_signal()
+        log.info("stopping: draining RPCs for up to %.0fs", STOP_GRACE_SECONDS)
+        await server.stop(STOP_GRACE_SECONDS)
+    finally:
+        await services.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.socket)
+    log.info("stopped")
+
+
+async def _start_server(config: Config, services: Services) -> aio.Server:
     # Pods and containers left by a previous daemon are reconciled before the first RPC.
     await services.sandboxes.ensure_recovered()
     await services.containers.ensure_recovered()
     try:
         await services.streaming.start()
     except OSError as e:
-        await services.close()
         raise StartupError(
             f"streaming server cannot listen on {config.streaming.address}: {e.strerror or e}"
         ) from None
@@ -88,22 +111,7 @@ async def _serve_locked(config: Config) -> None:
         await server.start()
     finally:
         os.umask(old_umask)
-    os.chmod(config.socket, 0o660)
-    try:
-        if config.metrics.address:
-            port = metrics.serve(config.metrics.address)
-            log.info(
-                "metrics on http://%s:%d/metrics", config.metrics.address.rpartition(":")[0], port
-            )
-        log.info("%s %s listening on %s", RUNTIME_NAME, __version__, address)
-        await _wait_for_signal()
-        log.info("stopping: draining RPCs for up to %.0fs", STOP_GRACE_SECONDS)
-        await server.stop(STOP_GRACE_SECONDS)
-    finally:
-        await services.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(config.socket)
-    log.info("stopped")
+    return server
 
 
 async def _wait_for_signal() -> None:

@@ -35,6 +35,7 @@ class RuntimeServicer(SandboxRpcs, ContainerRpcs, api_grpc.RuntimeServiceService
             self._s.config,
             self._s.settings,
             self._s.sandboxes.host_cgroups,
+            self._s.containers.runtime_set.info(),
             self._s.streaming.info(),
         )
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from criruntime.config import Config
 from criruntime.container.service import ContainerService
 from criruntime.image.service import ImageService
+from criruntime.oci.selection import RuntimeSet
 from criruntime.sandbox.service import SandboxService
 from criruntime.store.db import Database
 from criruntime.store.settings import SettingsStore
@@ -27,11 +28,18 @@ class Services:
 
     @classmethod
     def open(cls, config: Config) -> Services:
-        db = Database(os.path.join(config.root, "criruntime.db"))
-        settings = SettingsStore(db)
-        sandboxes = SandboxService(config, db, settings)
-        image = ImageService(config, db)
-        containers = ContainerService.wired(config, db, sandboxes, image)
+        # The default runtime handler is settled first: every service sees it in the config.
+        runtimes = RuntimeSet.open(config)
+        try:
+            config = runtimes.resolve(config)
+            db = Database(os.path.join(config.root, "criruntime.db"))
+            settings = SettingsStore(db)
+            sandboxes = SandboxService(config, db, settings)
+            image = ImageService(config, db)
+            containers = ContainerService.wired(config, db, sandboxes, image, runtimes)
+        except BaseException:
+            runtimes.close()  # a start-up that fails leaves no mount behind
+            raise
         return cls(
             config=config,
             db=db,
@@ -48,3 +56,4 @@ class Services:
         await self.containers.settle()
         await self.image.close()
         self.db.close()
+        self.containers.runtime_set.close()

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.config import Config
+from criruntime.config import AUTO_RUNTIME, Config
 from criruntime.container import container_create, container_remove, container_start
 from criruntime.container.providers import ImageConfig, ImageInfo, PodInfo
 from criruntime.container.service import ContainerService
@@ -35,6 +35,9 @@ APPLETS = [
     "yes", "head", "kill", "mount", "touch", "dd", "printf", "seq", "grep", "tail",
 ]  # fmt: skip
 CGROUP_PARENT = "/criruntime-test"
+# The container lifecycle runs on both handlers: crun (the default where its probe passes, in
+# its private mount namespace here) and runc.
+HANDLERS = ["crun", "runc"]
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -117,8 +120,12 @@ class Env:
         raise AssertionError(f"container {cid} did not exit")
 
 
-def make_env(base: str, layer: str) -> Env:
-    config = Config(root=os.path.join(base, "root"), state=os.path.join(base, "state"))
+def make_env(base: str, layer: str, handler: str = "") -> Env:
+    config = Config(
+        root=os.path.join(base, "root"),
+        state=os.path.join(base, "state"),
+        default_runtime=handler or AUTO_RUNTIME,  # a named handler needs no probe
+    )
     os.makedirs(config.root)
     os.makedirs(config.state)
     db = Database(os.path.join(config.root, "criruntime.db"))
@@ -127,7 +134,7 @@ def make_env(base: str, layer: str) -> Env:
         log_directory=os.path.join(base, "logs"),
     )
     pod = PodInfo(
-        id="p" * 64, config=pod_config, ready=True, runtime_handler="",
+        id="p" * 64, config=pod_config, ready=True, runtime_handler=handler,
         cgroup_parent=CGROUP_PARENT, log_directory=os.path.join(base, "logs"),
     )  # fmt: skip
     with db.transaction() as conn:
@@ -167,11 +174,11 @@ def cleanup_env(env: Env) -> None:
     for container in service.store.list():
         with contextlib.suppress(Exception):
             run(container_remove.remove(service, container.id))
-    oci_root = os.path.join(env.config.state, "oci")
-    for handler in os.listdir(oci_root) if os.path.isdir(oci_root) else []:
-        for cid in os.listdir(os.path.join(oci_root, handler)):
-            subprocess.run(["runc", "--root", os.path.join(oci_root, handler), "delete", "-f", cid],
-                           capture_output=True, check=False)  # fmt: skip
+    for runtime in service.runtimes.values():
+        for cid in os.listdir(runtime.root) if os.path.isdir(runtime.root) else []:
+            with contextlib.suppress(Exception):
+                run(runtime.delete(cid, force=True))
+    service.runtime_set.close()
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f]
     for target in sorted((m for m in mounts if m.startswith(env.base)), reverse=True):
@@ -189,10 +196,15 @@ def cleanup_env(env: Env) -> None:
     shutil.rmtree(env.base, ignore_errors=True)
 
 
+@pytest.fixture(params=HANDLERS)
+def handler(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def env(busybox_layer: str) -> Iterator[Env]:
+def env(busybox_layer: str, handler: str) -> Iterator[Env]:
     base = tempfile.mkdtemp(prefix="crir-c-", dir="/tmp")
-    e = make_env(base, busybox_layer)
+    e = make_env(base, busybox_layer, handler)
     try:
         yield e
     finally:

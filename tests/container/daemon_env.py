@@ -136,6 +136,7 @@ class Cluster:
     """Pods and containers one test made on one daemon; `cleanup` removes them via RPC."""
 
     daemon: Daemon
+    handler: str = ""  # the pods' runtime handler ("" for the daemon's default)
     pods: dict[str, api.PodSandboxConfig] = field(default_factory=dict)
     containers: list[str] = field(default_factory=list)
 
@@ -147,7 +148,7 @@ class Cluster:
         config = config or host_pod_config(self.daemon)
         pod_id = str(
             self.rt.RunPodSandbox(
-                api.RunPodSandboxRequest(config=config), timeout=30
+                api.RunPodSandboxRequest(config=config, runtime_handler=self.handler), timeout=30
             ).pod_sandbox_id
         )
         self.pods[pod_id] = config
@@ -298,7 +299,8 @@ def pid_alive(pid: int) -> bool:
 
 def force_cleanup(daemon: Daemon) -> None:
     """Last resort after the RPCs: SIGKILL container and conmon PIDs from their pidfiles, drop
-    runc state, unmount whatever is left under the daemon's dirs."""
+    the runtimes' state (crun deletes from the host's mount namespace too), unmount whatever is
+    left under the daemon's dirs."""
     bundles = os.path.join(daemon.state, "containers")
     for cid in os.listdir(bundles) if os.path.isdir(bundles) else []:
         for name in ("pidfile", "conmon.pid"):
@@ -312,7 +314,10 @@ def force_cleanup(daemon: Daemon) -> None:
     for handler in os.listdir(oci_root) if os.path.isdir(oci_root) else []:
         for cid in os.listdir(os.path.join(oci_root, handler)):
             subprocess.run(
-                ["runc", "--root", os.path.join(oci_root, handler), "delete", "-f", cid],
+                [
+                    "crun" if handler == "crun" else "runc",
+                    *("--root", os.path.join(oci_root, handler), "delete", "-f", cid),
+                ],
                 capture_output=True,
                 check=False,
             )

@@ -1,13 +1,15 @@
 """Containers end to end through the real daemon: images pulled from a docker-registry on
-127.0.0.1, host-network pods, runc under conmon. Most tests share one daemon (one pull); the
-kill -9 and image-removal tests get their own. Every test removes what it made via RPC, and a
-last-resort cleanup kills leftovers by the PIDs conmon recorded."""
+127.0.0.1, host-network pods, crun and runc under conmon (each test runs on both). Most tests
+share one daemon (one pull); the kill -9 and image-removal tests get their own. Every test
+removes what it made via RPC, and a last-resort cleanup kills leftovers by the PIDs conmon
+recorded."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -71,8 +73,8 @@ def shared(imgs: ImageSet) -> Iterator[Daemon]:
 
 
 @pytest.fixture
-def cl(shared: Daemon) -> Iterator[Cluster]:
-    cluster = Cluster(shared)
+def cl(shared: Daemon, handler: str) -> Iterator[Cluster]:
+    cluster = Cluster(shared, handler)
     try:
         yield cluster
     finally:
@@ -80,10 +82,10 @@ def cl(shared: Daemon) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def own(make_daemon: Callable[..., Daemon], imgs: ImageSet) -> Iterator[Cluster]:
+def own(make_daemon: Callable[..., Daemon], imgs: ImageSet, handler: str) -> Iterator[Cluster]:
     """A daemon of the test's own, busybox pulled."""
     d = make_daemon()
-    cluster = Cluster(d)
+    cluster = Cluster(d, handler)
     try:
         pull(d, imgs.busybox_ref)
         yield cluster
@@ -159,6 +161,73 @@ def test_exec_sync(cl: Cluster, imgs: ImageSet) -> None:
     assert r.exit_code == 0
     assert len(r.stdout) == len(r.stderr) and r.stdout.strip(b"\0") == b""
     assert 16 * 1024 * 1024 - 4096 < len(r.stdout) + len(r.stderr) < 16 * 1024 * 1024
+
+
+def test_volumes_are_seen_as_the_host_sees_them_now(cl: Cluster, imgs: ImageSet) -> None:
+    """A volume on a mount made after the daemon started (kubelet's tmpfs for a secret) shows
+    its content on both handlers, crun's private mount namespace included; with
+    HostToContainer, a mount made later below a shared host path reaches the running
+    container. Removing the container leaves the host path and its content alone."""
+    source = tempfile.mkdtemp(prefix="crir-vol-")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", source], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", source], check=True)
+        with open(os.path.join(source, "secret"), "w") as f:
+            f.write("s3cret")
+        pod = cl.run_pod()
+        mounts = [
+            api.Mount(container_path="/vol", host_path=source,
+                      propagation=api.MountPropagation.PROPAGATION_HOST_TO_CONTAINER),
+            api.Mount(container_path="/file", host_path=os.path.join(source, "secret"),
+                      readonly=True),
+        ]  # fmt: skip
+        cid = cl.run(pod, container_config(imgs.busybox_ref, mounts=mounts, **SLEEP))
+        assert cl.exec(cid, "cat", "/vol/secret").stdout == b"s3cret"
+        assert cl.exec(cid, "cat", "/file").stdout == b"s3cret"
+        late = os.path.join(source, "late")
+        os.mkdir(late)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", late], check=True)
+        with open(os.path.join(late, "x"), "w") as f:
+            f.write("late")
+        wait_for(lambda: cl.exec(cid, "cat", "/vol/late/x").stdout == b"late",
+                 what="a later host mount seen in the container")  # fmt: skip
+        cl.remove(cid)
+        with open(os.path.join(source, "secret")) as f:
+            assert f.read() == "s3cret"
+        assert mounts_under(os.path.join(cl.daemon.state, "containers")) == []
+    finally:
+        subprocess.run(["umount", "-R", source], check=False)
+        os.rmdir(source)
+
+
+def test_bidirectional_mounts_reach_the_host(cl: Cluster, imgs: ImageSet) -> None:
+    """A mount a privileged container makes under a Bidirectional volume shows on the host
+    path, as with runc: crun's private namespace passes it back through the staged bind."""
+    source = tempfile.mkdtemp(prefix="crir-bidi-")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", source], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", source], check=True)
+        os.mkdir(os.path.join(source, "inner"))
+        privileged = api.LinuxSandboxSecurityContext(privileged=True)
+        pod = cl.run_pod(host_pod_config(
+            cl.daemon, linux=api.LinuxPodSandboxConfig(security_context=privileged)))  # fmt: skip
+        bidirectional = api.MountPropagation.PROPAGATION_BIDIRECTIONAL
+        mounts = [api.Mount(container_path="/vol", host_path=source, propagation=bidirectional)]
+        security = api.LinuxContainerSecurityContext(privileged=True)
+        cid = cl.run(pod, container_config(
+            imgs.busybox_ref, mounts=mounts,
+            linux=api.LinuxContainerConfig(security_context=security), **SLEEP))  # fmt: skip
+        r = cl.exec(
+            cid, "sh", "-c", "busybox mount -t tmpfs tmpfs /vol/inner && echo x > /vol/inner/f"
+        )
+        assert r.exit_code == 0, r.stderr
+        inner = os.path.join(source, "inner")
+        wait_for(lambda: os.path.exists(os.path.join(inner, "f")), what="the mount on the host")
+        assert inner in mounts_under(source)
+        cl.remove(cid)
+    finally:
+        subprocess.run(["umount", "-R", source], check=False)
+        os.rmdir(source)
 
 
 def test_stop_exit_codes_and_remove(cl: Cluster, imgs: ImageSet) -> None:
@@ -381,7 +450,7 @@ def test_bad_input_gives_clear_codes_and_leaks_nothing(cl: Cluster, imgs: ImageS
     st = cl.status(broken).status
     assert (st.state, st.exit_code, st.reason) == (EXITED, 128, "StartError")
     assert "/no/such/binary" in st.message and st.started_at == 0 and st.finished_at > 0
-    assert os.listdir(os.path.join(d.state, "oci", "runc")) == []
+    assert os.listdir(os.path.join(d.state, "oci", cl.handler)) == []
     code, _ = code_of(lambda: cl.start(broken))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     cl.remove(broken)

@@ -281,6 +281,27 @@ def test_unknown_runtime_handler(env: Env) -> None:
         env.create(env.container_config(command=["true"]))
 
 
+def test_host_cgroup_rule_applies_per_runtime_handler(env: Env) -> None:
+    """crun in its mount namespace sees fewer v1 controllers than the host (no hugetlb, which
+    lives on the hidden hierarchy here): the host cgroup rule is asked with those, so hugepage
+    limits are dropped with a warning on either handler instead of failing the start."""
+    runtime = env.service.runtime_for(env.pod.runtime_handler)
+    rule = env.service.host_cgroups_for(runtime)
+    if runtime.cgroup_controllers is None:
+        assert rule is env.service.host_cgroups
+    else:
+        assert rule.controllers == env.service.host_cgroups.controllers & runtime.cgroup_controllers
+    assert "hugetlb" not in rule.controllers and "memory" in rule.controllers
+    huge = api.LinuxContainerResources(
+        hugepage_limits=[api.HugepageLimit(page_size="2MB", limit=2 << 20)]
+    )
+    cid = env.run_container(env.container_config(
+        command=["sleep", "100"], linux=api.LinuxContainerConfig(resources=huge)))  # fmt: skip
+    container = env.service.get(cid)
+    assert container.state is ContainerState.RUNNING
+    assert any("hugepage limits dropped" in w for w in container.warnings), container.warnings
+
+
 def test_update_resources(env: Env) -> None:
     cid = env.run_container(env.container_config(command=["sleep", "1000"]))
     new = api.LinuxContainerResources(memory_limit_in_bytes=128 << 20, cpu_shares=512)

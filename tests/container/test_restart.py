@@ -16,6 +16,7 @@ from tests.container.conftest import Env, run
 
 def restarted(env: Env) -> ContainerService:
     old = env.service
+    old.runtime_set.close()  # what the kernel does for a killed daemon: its namespace fd goes
     env.service = ContainerService(env.config, env.db, pods=old.pods, images=old.images)
     return env.service
 

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.oci import mountns
 from tests.conftest import Daemon
 
 REFERENCE_PLUGINS = "/usr/lib/cni"
@@ -137,13 +138,23 @@ def remove_all_pods(daemon: Daemon) -> None:
 
 
 def mounts_under(prefix: str) -> list[str]:
+    """Mounts at or below `prefix`, but for a running daemon's state dir itself: the daemon
+    keeps it bound onto itself as a shared mount, for crun's mount namespace (it leaves the
+    marker criruntime/oci/mountns.py names); whatever is mounted below it counts."""
     with open("/proc/self/mounts") as f:
-        return [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+        points = [line.split()[1] for line in f]
+    return [
+        p
+        for p in points
+        if p.startswith(prefix) and not os.path.exists(os.path.join(p, mountns.BIND_MARKER))
+    ]
 
 
 def force_cleanup(base: str) -> None:
     """Last resort after a failed test: unmount anything left under the daemon's dirs."""
-    for path in sorted(mounts_under(base), reverse=True):
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f if line.split()[1].startswith(base)]
+    for path in sorted(points, reverse=True):
         subprocess.run(["umount", "-l", path], check=False)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -51,7 +52,9 @@ def test_run_inspect_stop_remove(daemon: Daemon, podnet: PodNet) -> None:
     assert st.state == api.PodSandboxState.SANDBOX_READY
     assert st.metadata == config.metadata
     assert st.labels == {"app": "web"} and st.annotations == {"note": "x"}
-    assert st.runtime_handler == "runc"
+    # A pod naming no handler gets the default, which a start-up probe chose (crun here).
+    runtimes = json.loads(daemon.runtime.Status(api.StatusRequest(verbose=True)).info["runtimes"])
+    assert st.runtime_handler == runtimes["defaultRuntime"] == "crun"
     assert ipaddress.ip_address(st.network.ip) in podnet.subnet
 
     details = info(daemon, pod_id)

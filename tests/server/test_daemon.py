@@ -111,6 +111,8 @@ def test_database_from_a_newer_criruntime_stops_startup(make_daemon: Callable[..
     assert result.returncode == 1, result.stderr  # a message, not a traceback
     assert f"cannot start: {db}: schema version 999 is newer" in result.stderr
     assert "Traceback" not in result.stderr and not os.path.exists(d.socket)
+    with open("/proc/self/mountinfo") as f:  # nor the state dir's bind for crun's namespace
+        assert not [line for line in f if line.split()[4].startswith(d.base)]
 
 
 def test_json_logs_carry_a_request_id_per_rpc(make_daemon: Callable[..., Daemon]) -> None:

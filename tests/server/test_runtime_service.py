@@ -131,3 +131,33 @@ def test_status_claims_no_user_namespaces_until_pods_support_them(shared_daemon:
 
 def test_status_advertises_supplemental_groups_policy(shared_daemon: Daemon) -> None:
     assert shared_daemon.runtime.Status(api.StatusRequest()).features.supplemental_groups_policy
+
+
+def test_status_verbose_says_which_runtime_is_the_default_and_why(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    d = make_daemon()
+    info = d.runtime.Status(api.StatusRequest(verbose=True)).info
+    runtimes = json.loads(info["runtimes"])
+    assert runtimes["defaultRuntime"] == "crun"
+    assert runtimes["reason"].startswith("auto: crun ran a probe container on this host")
+    assert set(runtimes["handlers"]) == {"crun", "runc"}
+    assert runtimes["handlers"]["crun"]["mountNamespace"].startswith("private mount namespace")
+    assert "hugetlb" not in runtimes["handlers"]["crun"]["cgroupControllers"]
+    assert json.loads(info["config"])["default_runtime"] == "crun"  # "auto" resolved
+    # The runtime's namespace needs the state dir shared while the daemon runs; a stop with
+    # no pods left undoes it, and the host keeps its cgroup mounts.
+    with open("/proc/self/mountinfo") as f:
+        assert any(line.split()[4] == d.state for line in f)
+    assert d.stop() == 0
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f]
+    assert [m for m in mounts if m.startswith(d.base)] == []
+    assert "/sys/fs/cgroup/unified" in mounts
+
+
+def test_configured_default_runtime_is_used(make_daemon: Callable[..., Daemon]) -> None:
+    d = make_daemon('default_runtime = "runc"\n')
+    runtimes = json.loads(d.runtime.Status(api.StatusRequest(verbose=True)).info["runtimes"])
+    assert runtimes["defaultRuntime"] == "runc"
+    assert runtimes["reason"] == "set by default_runtime in the config"
