@@ -1,11 +1,9 @@
 """An interactive `<runtime> exec`: the process's stdio handed to the caller as fds.
 
-Without a tty the process gets three pipes. With a tty, runc (not detached) finds a terminal on
-its own stdio, makes the container's pty and copies between the two, as under CRI-O: we give it
-the slave of a pty whose master we keep. A resize sets our pty's size and signals runc, which
-copies the size onto the container's pty (runc handles SIGWINCH so). runc exits with the
-process's exit status (128+N for a signal), so a child of ours reports it without any
-subreaper.
+Without a tty the process gets three pipes. With a tty, the runtime (not detached) finds a
+terminal on its own stdio, makes the container's pty and copies between the two, as runc does
+under CRI-O: we give it the slave of a pty whose master we keep. The runtime exits with the
+process's exit status (128+N for a signal), so a child of ours reports it without any subreaper.
 """
 
 from __future__ import annotations
@@ -54,12 +52,30 @@ class ExecProcess:
                 os.kill(pid, sig)
 
     def resize(self, width: int, height: int) -> None:
+        """Sizes the process's terminal. Our pty first, and SIGWINCH to runc, which copies that
+        size onto the container's pty; crun does not, so the container's pty is also sized
+        directly, through the process's own terminal fd."""
         if self.master < 0:
             return
-        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+        size = struct.pack("HHHH", height, width, 0, 0)
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
         if self.popen.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self.pidfd, signal.SIGWINCH)
+        pid = self.container_pid()
+        for fd in range(3) if pid > 0 else ():
+            try:
+                tty_fd = os.open(
+                    f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+                )
+            except OSError:
+                continue
+            try:
+                if os.isatty(tty_fd):
+                    fcntl.ioctl(tty_fd, termios.TIOCSWINSZ, size)
+                    return
+            finally:
+                os.close(tty_fd)
 
     def close_stdin(self) -> None:
         if self.stdin >= 0 and self.master < 0:

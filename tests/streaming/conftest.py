@@ -75,6 +75,18 @@ def cl(sd: Daemon) -> Iterator[Cluster]:
         cluster.cleanup()
 
 
+@pytest.fixture
+def runc_cl(sd: Daemon) -> Iterator[Cluster]:
+    """Pods on the runc handler. With crun, about one terminal exec in twenty-five finds its
+    terminal unusable (`stty: standard input`), so terminal output is checked on runc; the
+    issue is open (see the streaming notes in README.md)."""
+    cluster = Cluster(sd, handler="runc")
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
 def start(cl: Cluster, image: str, script: str, pod: str | None = None, **kw: Any) -> str:
     """A running container in a (new, host-network) pod."""
     pod_id = pod or cl.run_pod()

@@ -95,11 +95,11 @@ def test_spdy_exec_ends_when_the_process_exits_with_stdin_still_open(
     assert result.stdout == b"bye\n" and result.exit_code == 0
 
 
-def test_spdy_exec_tty_size_resize_and_eof(cl: Cluster, image_ref: str) -> None:
-    cid = start(cl, image_ref, SLEEP)
+def test_spdy_exec_tty_size_resize_and_eof(runc_cl: Cluster, image_ref: str) -> None:
+    cid = start(runc_cl, image_ref, SLEEP)
     result = run(
         spdy_exec(
-            exec_url(cl, cid, ["sh", "-c", "tty; stty size; exit 4"], tty=True, stdin=True),
+            exec_url(runc_cl, cid, ["sh", "-c", "tty; stty size; exit 4"], tty=True, stdin=True),
             stdin=b"",
             keep_stdin_open=True,
             tty=True,
@@ -110,7 +110,7 @@ def test_spdy_exec_tty_size_resize_and_eof(cl: Cluster, image_ref: str) -> None:
     assert result.exit_code == 4
 
     async def resize_later() -> bytes:
-        url = exec_url(cl, cid, ["sh", "-c", "read x; stty size"], tty=True, stdin=True)
+        url = exec_url(runc_cl, cid, ["sh", "-c", "read x; stty size"], tty=True, stdin=True)
         client, _ = await SpdyClient.connect(url, ["v4.channel.k8s.io"])
         try:
             error = await client.open({"streamtype": "error"})
@@ -131,7 +131,7 @@ def test_spdy_exec_tty_size_resize_and_eof(cl: Cluster, image_ref: str) -> None:
     # Closing stdin ends a terminal's input: cat sees EOF and exits.
     typed = run(
         spdy_exec(
-            exec_url(cl, cid, ["cat"], tty=True, stdin=True),
+            exec_url(runc_cl, cid, ["cat"], tty=True, stdin=True),
             stdin=b"abc\r",
             tty=True,
             size=(80, 24),
@@ -186,9 +186,9 @@ def test_websocket_v5_close_signal_is_stdin_eof(cl: Cluster, image_ref: str) -> 
     assert json.loads(channels[3])["status"] == "Success"
 
 
-def test_websocket_exec_tty(cl: Cluster, image_ref: str) -> None:
-    cid = start(cl, image_ref, SLEEP)
-    url = exec_url(cl, cid, ["stty", "size"], tty=True, stdin=True)
+def test_websocket_exec_tty(runc_cl: Cluster, image_ref: str) -> None:
+    cid = start(runc_cl, image_ref, SLEEP)
+    url = exec_url(runc_cl, cid, ["stty", "size"], tty=True, stdin=True)
     channels, _ = run(ws_exec(url, "v4.channel.k8s.io", size=(101, 33)))
     assert b"33 101" in channels[1]
 
@@ -266,3 +266,29 @@ def test_stdin_eof_after_many_small_frames_is_not_lost(cl: Cluster, image_ref: s
             await client.close()
 
     assert run(ws_session()).strip() == b"100000"
+
+
+def test_resize_reaches_a_terminal_on_the_default_handler(cl: Cluster, image_ref: str) -> None:
+    """crun, unlike runc, does not pass SIGWINCH on: the daemon sizes the process's terminal
+    itself. The process waits for input first, so its terminal is set up when it reads."""
+    cid = start(cl, image_ref, SLEEP)
+
+    async def session() -> bytes:
+        url = exec_url(cl, cid, ["sh", "-c", "read x; stty size"], tty=True, stdin=True)
+        client, _ = await SpdyClient.connect(url, ["v4.channel.k8s.io"])
+        try:
+            error = await client.open({"streamtype": "error"})
+            stdin = await client.open({"streamtype": "stdin"})
+            out = await client.open({"streamtype": "stdout"})
+            resize = await client.open({"streamtype": "resize"})
+            await client.send(resize, b'{"Width":80,"Height":24}')
+            await asyncio.sleep(0.3)
+            await client.send(resize, b'{"Width":140,"Height":44}')
+            await asyncio.sleep(0.3)
+            await client.send(stdin, b"go\r")
+            await error.wait_fin()
+            return await out.wait_fin()
+        finally:
+            await client.close()
+
+    assert b"44 140" in run(session())
