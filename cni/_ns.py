@@ -99,6 +99,13 @@ def run_in_netns(path: str, fn: Callable[[], T]) -> T:
 
 
 def run_in_netns_fd(fd: int, fn: Callable[[], T], path: str = "") -> T:
+    return start_in_netns_fd(fd, fn, path)()
+
+
+def start_in_netns_fd(fd: int, fn: Callable[[], T], path: str = "") -> Callable[[], T]:
+    """Start fn() in a helper thread that joins the netns behind `fd`; the returned callable
+    waits for it and returns its result (or raises its error). The caller may do other work
+    meanwhile, and must call it."""
     outcome: list[tuple[bool, Any]] = []
 
     def worker() -> None:
@@ -119,9 +126,13 @@ def run_in_netns_fd(fd: int, fn: Callable[[], T], path: str = "") -> T:
 
     thread = threading.Thread(target=worker, name="cni-netns", daemon=True)
     thread.start()
-    thread.join()
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    result: T = value
-    return result
+
+    def join() -> T:
+        thread.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        result: T = value
+        return result
+
+    return join

@@ -15,15 +15,30 @@ import ipaddress
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cni._ipam import ipam_add, ipam_check, ipam_del, ipam_type
-from cni._ipmasq import setup_ipmasq, teardown_ipmasq
-from cni._netlink import AF_INET, AF_INET6, Link, Netlink
-from cni._ns import NetnsGoneError, NotANetnsError, open_netns, run_in_netns, run_in_netns_fd
+from cni._ipmasq import release_ipmasq, setup_ipmasq
+from cni._netlink import (
+    AF_INET,
+    AF_INET6,
+    Link,
+    Netlink,
+    delete_link_by_name,
+    port_names,
+)
+from cni._ns import (
+    NetnsGoneError,
+    NotANetnsError,
+    open_netns,
+    run_in_netns,
+    run_in_netns_fd,
+    start_in_netns_fd,
+)
 from cni._skel import CmdArgs, Plugin, main_for
 from cni._sysctl import try_write_sysctl, write_sysctl
 from cni._types import DNS, IPConfig, IPInterface, Result, Route
@@ -113,14 +128,16 @@ def load_conf(args: CmdArgs) -> BridgeConf:
 
 
 def ensure_bridge(nl: Netlink, n: BridgeConf) -> Link:
-    try:
-        nl.create_bridge(n.bridge, n.mtu)
-    except OSError as exc:
-        if exc.errno != errno.EEXIST:  # EEXIST: a previous or concurrent ADD made it
-            raise CNIError(
-                ErrorCode.INTERNAL, f"failed to create bridge {n.bridge!r}: {exc.strerror}"
-            ) from exc
-    br = nl.link(n.bridge)
+    br = nl.link(n.bridge)  # made by the network's first ADD: a lookup is all the others need
+    if br is None:
+        try:
+            nl.create_bridge(n.bridge, n.mtu)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:  # EEXIST: a concurrent ADD made it
+                raise CNIError(
+                    ErrorCode.INTERNAL, f"failed to create bridge {n.bridge!r}: {exc.strerror}"
+                ) from exc
+        br = nl.link(n.bridge)
     if br is None:
         raise CNIError(ErrorCode.INTERNAL, f"could not lookup {n.bridge!r}")
     if br.kind != "bridge":
@@ -330,18 +347,24 @@ def cmd_add(args: CmdArgs) -> Result:
                 if not result.ips:
                     raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
                 gws = calc_gateways(result, n)
-                cont_mac = run_in_netns_fd(
+                # The pod side and the host side do not depend on each other: the pod's
+                # interface is set up in its netns while this thread does the bridge and
+                # the iptables check (an exec), and the two waits overlap.
+                configured = start_in_netns_fd(
                     netns_fd,
                     lambda: _configure_iface(args.ifname, result, n.enable_dad),
                     args.netns,
                 )
-                for gw in gws:
-                    ensure_addr(nl, br, gw, n.force_address)
-                for version in sorted({gw.version for gw in gws}):
-                    enable_forwarding(version)
-                if n.ip_masq:
-                    masq_done = True
-                    setup_ipmasq([ip.address for ip in result.ips], args.name, args.container_id)
+                try:
+                    for gw in gws:
+                        ensure_addr(nl, br, gw, n.force_address)
+                    for version in sorted({gw.version for gw in gws}):
+                        enable_forwarding(version)
+                    if n.ip_masq:
+                        masq_done = True
+                        setup_ipmasq([ip.address.network for ip in result.ips], args.name)
+                finally:
+                    cont_mac = configured()  # joined even when the host side failed
             else:
                 cont_mac = run_in_netns_fd(netns_fd, _link_up_mac(args.ifname), args.netns)
             result.interfaces[CONTAINER_IF_INDEX].mac = cont_mac
@@ -355,38 +378,30 @@ def cmd_add(args: CmdArgs) -> Result:
             result.dns = n.dns
         return result
     except BaseException:
-        _undo_add(args, host, ipam_done, masq_done)
+        _undo_add(args, n.bridge, host, ipam_done, masq_done)
         raise
     finally:
         os.close(netns_fd)
 
 
-def _undo_add(args: CmdArgs, host: Link | None, ipam_done: bool, masq_done: bool) -> None:
+def _undo_add(
+    args: CmdArgs, bridge: str, host: Link | None, ipam_done: bool, masq_done: bool
+) -> None:
     """Best-effort rollback of a failed ADD; the original error is what counts."""
     if host is not None:
         with contextlib.suppress(Exception), Netlink() as nl:
             nl.delete_link(host.index)  # takes the pod end with it
     if masq_done:
         with contextlib.suppress(Exception):
-            teardown_ipmasq(args.name, args.container_id)
+            release_ipmasq(args.name, _ports_left(bridge, ""))
     if ipam_done:
         with contextlib.suppress(Exception):
             ipam_del(args)
 
 
-def _delete_link(ifname: str) -> Callable[[], list[IPInterface]]:
-    def run() -> list[IPInterface]:
-        with Netlink() as nl:
-            link = nl.link(ifname)
-            if link is None:
-                return []
-            addrs = nl.addresses(link.index)
-            try:
-                nl.delete_link(link.index)
-            except OSError as exc:
-                if exc.errno != errno.ENODEV:
-                    raise
-            return addrs
+def _delete_link(ifname: str) -> Callable[[], None]:
+    def run() -> None:
+        delete_link_by_name(ifname)  # takes the host end with it; none there is fine
 
     return run
 
@@ -401,8 +416,27 @@ def cmd_del(args: CmdArgs) -> None:
     if layer3:
         ipam_del(args)
         if n.ip_masq:
-            # By chain name, so it works even when the netns was gone.
-            teardown_ipmasq(args.name, args.container_id)
+            # The host end is left out of the count: when the netns was already gone, the
+            # kernel may still be tearing that veth down.
+            prev = args.prev_result()
+            own = (
+                next((i.name for i in prev.interfaces if not i.sandbox and i.name != n.bridge), "")
+                if prev is not None
+                else ""
+            )
+            versions = sorted({ip.address.version for ip in prev.ips}) if prev else [4, 6]
+            release_ipmasq(args.name, _ports_left(n.bridge, own), versions or [4, 6])
+
+
+def _ports_left(bridge: str, own_veth: str) -> Callable[[], list[str]]:
+    def ports() -> list[str]:
+        try:
+            index = socket.if_nametoindex(bridge)  # in this thread's netns, as netlink
+        except OSError:
+            return []  # no bridge, no pods
+        return port_names(index, exclude=own_veth)
+
+    return ports
 
 
 def _inspect_container(

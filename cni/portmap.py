@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni._ipmasq import format_chain_name
-from cni._iptables import IPTables
+from cni._iptables import IPTables, Snapshot
 from cni._skel import CmdArgs, Plugin, main_for
 from cni._sysctl import write_sysctl
 from cni._types import IPInterface, Result
@@ -73,6 +73,8 @@ class PortMapConf:
     conditions_v6: list[str]
     masq_all: bool
     mappings: list[PortMapping]
+    # runtimeConfig.portMappings was passed (maybe empty): DEL knows what there is to undo.
+    mappings_given: bool
 
 
 def _conditions(conf: dict[str, Any], key: str) -> list[str]:
@@ -145,6 +147,7 @@ def load_conf(args: CmdArgs) -> PortMapConf:
         conditions_v6=_conditions(conf, "conditionsV6"),
         masq_all=bool(masq_all),
         mappings=mappings,
+        mappings_given=args.runtime_config.get("portMappings") is not None,
     )
 
 
@@ -252,13 +255,13 @@ class _Taken:
     host_ip: str  # "" = any address
 
 
-def _parse_taken(lines: list[str]) -> list[_Taken]:
-    """Host ports mapped by CNI-DN-* chains, from `iptables -t nat -S`."""
+def _parse_taken(snap: Snapshot) -> list[_Taken]:
+    """Host ports mapped by CNI-DN-* chains."""
     out: list[_Taken] = []
-    for line in lines:
-        words = shlex.split(line)
-        if len(words) < 2 or words[0] != "-A" or not words[1].startswith(DNAT_PREFIX):
+    for chain, rule in ((c, r) for c, rules in snap.rules.items() for r in rules):
+        if not chain.startswith(DNAT_PREFIX):
             continue
+        words = ["-A", chain, *rule]
         opts: dict[str, str] = {}
         negated = False
         for i, w in enumerate(words[2:-1], start=2):
@@ -281,11 +284,11 @@ def _parse_taken(lines: list[str]) -> list[_Taken]:
     return out
 
 
-def _find_clash(ipt: IPTables, conf: PortMapConf, my_chain: str, version: int) -> str | None:
-    taken = [t for t in _parse_taken(ipt.list_rules("nat")) if t.chain != my_chain]
+def _find_clash(snap: Snapshot, conf: PortMapConf, my_chain: str, version: int) -> str | None:
+    taken = [t for t in _parse_taken(snap) if t.chain != my_chain]
     if not taken:
         return None
-    owners = _chain_owners(ipt)
+    owners = _chain_owners(snap)
     for pm in conf.mappings:
         host = pm.host_addr()
         if host is not None and host.version != version:
@@ -305,72 +308,69 @@ def _find_clash(ipt: IPTables, conf: PortMapConf, my_chain: str, version: int) -
     return None
 
 
-def _chain_owners(ipt: IPTables) -> dict[str, str]:
+def _chain_owners(snap: Snapshot) -> dict[str, str]:
     """CNI-DN-* chain -> the comment of its entry rule (network name and container ID)."""
     owners: dict[str, str] = {}
-    for line in ipt.list_rules("nat", TOP_DNAT_CHAIN):
-        words = shlex.split(line)
+    for words in snap.rules.get(TOP_DNAT_CHAIN, []):
         if "-j" in words and "--comment" in words:
             target = words[words.index("-j") + 1] if words.index("-j") + 1 < len(words) else ""
             owners.setdefault(target, words[words.index("--comment") + 1])
     return owners
 
 
-def _setup_shared_chains(ipt: IPTables, conf: PortMapConf) -> None:
+def _shared_chain_commands(snap: Snapshot, conf: PortMapConf) -> list[list[str]]:
+    """What is missing of the chains all containers share (rules as iptables-save spells them,
+    so they compare word for word)."""
+    cmds: list[list[str]] = []
+
+    def ensure(chain: str, rule: list[str], first: bool = False) -> None:
+        if chain not in snap.chains:
+            cmds.append([f":{chain}", "-", "[0:0]"])
+            snap.chains.add(chain)
+        if not snap.has(chain, rule):
+            cmds.append(["-I", chain, "1", *rule] if first else ["-A", chain, *rule])
+            snap.rules.setdefault(chain, []).append(rule)
+
     if conf.snat and not conf.external_setmark:
         mark = _mark(conf.mark_bit)
-        ipt.ensure_chain("nat", SETMARK_CHAIN)
-        ipt.insert_unique(
-            "nat",
-            SETMARK_CHAIN,
-            [
-                "-m",
-                "comment",
-                "--comment",
-                "CNI portfwd masquerade mark",
-                "-j",
-                "MARK",
-                "--set-xmark",
-                mark,
-            ],
-        )
-        ipt.ensure_chain("nat", MASQ_CHAIN)
-        ipt.insert_unique("nat", MASQ_CHAIN, ["-m", "mark", "--mark", mark, "-j", "MASQUERADE"])
+        comment = ["-m", "comment", "--comment", "CNI portfwd masquerade mark"]
+        ensure(SETMARK_CHAIN, [*comment, "-j", "MARK", "--set-xmark", mark])
+        ensure(MASQ_CHAIN, ["-m", "mark", "--mark", mark, "-j", "MASQUERADE"])
         # First in POSTROUTING, or bridge's ipMasq rules would take the packet.
-        ipt.insert_unique(
-            "nat",
-            "POSTROUTING",
-            ["-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j", MASQ_CHAIN],
-            prepend=True,
-        )
-    ipt.ensure_chain("nat", TOP_DNAT_CHAIN)
+        comment = ["-m", "comment", "--comment", "CNI portfwd requiring masquerade"]
+        ensure("POSTROUTING", [*comment, "-j", MASQ_CHAIN], first=True)
+    if TOP_DNAT_CHAIN not in snap.chains:
+        cmds.append([f":{TOP_DNAT_CHAIN}", "-", "[0:0]"])
+        snap.chains.add(TOP_DNAT_CHAIN)
     for entry in ("PREROUTING", "OUTPUT"):
-        ipt.insert_unique(
-            "nat", entry, ["-m", "addrtype", "--dst-type", "LOCAL", "-j", TOP_DNAT_CHAIN]
-        )
+        ensure(entry, ["-m", "addrtype", "--dst-type", "LOCAL", "-j", TOP_DNAT_CHAIN])
+    return cmds
 
 
-def _teardown_chain(ipt: IPTables, chain: str) -> None:
-    if not ipt.chain_exists("nat", chain):
-        return
-    ipt.delete_references("nat", TOP_DNAT_CHAIN, chain)
-    ipt.clear_and_delete_chain("nat", chain)
+def _teardown_commands(snap: Snapshot, chain: str) -> list[list[str]]:
+    if chain not in snap.chains:
+        return []
+    refs = [["-D", TOP_DNAT_CHAIN, *r] for r in snap.jumps_to(TOP_DNAT_CHAIN, chain)]
+    return [*refs, ["-F", chain], ["-X", chain]]
 
 
 def _forward(conf: PortMapConf, container_id: str, addr: IPInterface) -> None:
+    """One iptables-save to see what is there, one restore transaction for the rest."""
     ipt = IPTables(addr.version)
     chain = dnat_chain_name(conf.name, container_id)
-    clash = _find_clash(ipt, conf, chain, addr.version)
+    snap = ipt.save("nat")
+    clash = _find_clash(snap, conf, chain, addr.version)
     if clash:
         raise CNIError(ErrorCode.HOST_PORT_IN_USE, clash)
-    _setup_shared_chains(ipt, conf)
-    # Rebuild this container's chain from scratch (idempotent re-ADD).
-    _teardown_chain(ipt, chain)
-    ipt.ensure_chain("nat", chain)
-    for rule in _dnat_rules(conf, addr):
-        ipt.append("nat", chain, rule)
+    cmds = _shared_chain_commands(snap, conf)
+    # This container's chain from scratch (idempotent re-ADD): its old entry rules go, and
+    # declaring the chain makes it or empties it.
+    cmds += [["-D", TOP_DNAT_CHAIN, *r] for r in snap.jumps_to(TOP_DNAT_CHAIN, chain)]
+    cmds.append([f":{chain}", "-", "[0:0]"])
+    cmds += [["-A", chain, *rule] for rule in _dnat_rules(conf, addr)]
     for rule in _entry_rules(conf, container_id, addr.version):
-        ipt.insert_unique("nat", TOP_DNAT_CHAIN, [*rule, "-j", chain])
+        cmds.append(["-A", TOP_DNAT_CHAIN, *rule, "-j", chain])
+    ipt.restore("nat", cmds)
 
 
 def _enable_route_localnet(addr: IPInterface) -> None:
@@ -410,23 +410,28 @@ def cmd_add(args: CmdArgs) -> Result:
     return prev
 
 
-def _unforward(conf: PortMapConf, container_id: str) -> None:
+def _unforward(conf: PortMapConf, container_id: str, versions: tuple[int, ...] = (4, 6)) -> None:
     chain = dnat_chain_name(conf.name, container_id)
-    for version in (4, 6):
+    for version in versions:
         try:
             ipt = IPTables(version)
         except CNIError:
             continue
-        _teardown_chain(ipt, chain)
-        # Chain of very old reference versions; harmless if absent.
-        _teardown_chain(ipt, format_chain_name(conf.name, container_id, "SN-"))
+        snap = ipt.save("nat")
+        # The second chain is that of very old reference versions; usually absent.
+        old = format_chain_name(conf.name, container_id, "SN-")
+        ipt.restore("nat", _teardown_commands(snap, chain) + _teardown_commands(snap, old))
 
 
 def cmd_del(args: CmdArgs) -> None:
     conf = load_conf(args)
-    # Unlike the reference we tear down even without runtimeConfig: the chain
-    # name depends only on network name and container ID.
-    _unforward(conf, args.container_id)
+    if conf.mappings_given and not conf.mappings:
+        return  # the runtime says there were none: nothing of this container's to find
+    # Unlike the reference we tear down even without runtimeConfig: the chain name depends
+    # only on network name and container ID.
+    prev = args.prev_result() if conf.mappings_given else None
+    versions = tuple(sorted(container_ips(prev, args.ifname))) if prev is not None else (4, 6)
+    _unforward(conf, args.container_id, versions or (4, 6))
 
 
 def cmd_check(args: CmdArgs) -> None:

@@ -47,3 +47,14 @@ class Unknown(CriError):
 
 class Unimplemented(CriError):
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+QUOTE_LIMIT = 64  # characters of client input an error message repeats
+
+
+def quote(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """`value` as an error message quotes client input: repr'd, and only a short prefix of it,
+    so a 1 MB id never makes a status bigger than clients accept (16 KiB of metadata)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"

@@ -14,7 +14,9 @@ for p in bridge host-local portmap loopback; do
   ln -sfn "$VENV_BIN/criruntime-$p" "$BIN/criruntime-$p"
 done
 
-if ! ls "$CONF"/*.conf "$CONF"/*.conflist "$CONF"/*.json >/dev/null 2>&1; then
+# Any one of the three kinds is a config (ls of all three would fail when one kind is absent).
+if ! compgen -G "$CONF/*.conf" >/dev/null && ! compgen -G "$CONF/*.conflist" >/dev/null \
+  && ! compgen -G "$CONF/*.json" >/dev/null; then
   cat > "$CONF/10-criruntime.conflist" <<'JSON'
 {
   "cniVersion": "1.0.0",

@@ -141,6 +141,11 @@ class Cgroupfs:
                 return h
         return None
 
+    def controller_file(self, controller: str, path: str, name: str) -> str | None:
+        """Where a controller's file of the cgroup at `path` lives; None when a v1 host has no
+        hierarchy for that controller."""
+        return self._file(controller, path, name)
+
     def _file(self, controller: str, path: str, name: str) -> str | None:
         if self.version == 2:
             return os.path.join(self.root, path.strip("/"), name)

@@ -22,12 +22,13 @@ import time
 from typing import Any
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from criruntime.container import rootfs
+from criruntime.container import idmapped, image_volumes, rootfs
 from criruntime.container.model import Container, ContainerState, name_key
 from criruntime.container.service import ContainerService
 from criruntime.container.spec import ContainerSpecBuilder, SpecInputs
 from criruntime.container.user import resolve_user
 from criruntime.errors import FailedPrecondition, InvalidArgument, NotFound
+from criruntime.observability import metrics
 from criruntime.oci import features
 from criruntime.oci.runtime import BundlePaths, release_mounts
 
@@ -65,6 +66,7 @@ def _log_path(directory: str, relative: str) -> str:
     return path
 
 
+@metrics.timed("container_create")
 async def create_container(
     svc: ContainerService, request: api.CreateContainerRequest
 ) -> api.CreateContainerResponse:
@@ -93,6 +95,7 @@ async def create_container(
         if target.state is not ContainerState.RUNNING:
             raise FailedPrecondition(f"pid namespace target {target.id} is not running")
         target_pid = target.pid
+    volumes = await image_volumes.resolve(list(config.mounts), svc.images)
 
     container_id = secrets.token_hex(32)
     bundle = svc.bundle_dir(container_id)
@@ -114,10 +117,10 @@ async def create_container(
         image_name=image.repo_tags[0] if image.repo_tags else image_name,
         image_ref=image.repo_digests[0] if image.repo_digests else image.id,
         stop_signal=stop_signal(config, image.config.stop_signal),
+        image_volumes=tuple(v.image.id for v in volumes),
     )
-    svc.store.add(
-        container, image.chain_ids
-    )  # AlreadyExists on a name clash; from here on, undo on failure
+    leased = [*image.chain_ids, *(c for v in volumes for c in v.image.chain_ids)]
+    svc.store.add(container, leased)  # AlreadyExists on a name clash; from here on, undo on failure
     loop = asyncio.get_running_loop()
     async with contextlib.AsyncExitStack() as undo:
         undo.callback(svc.store.delete, container_id)
@@ -125,17 +128,27 @@ async def create_container(
         paths = BundlePaths(bundle)
         os.makedirs(bundle, mode=0o700)
         os.makedirs(storage, mode=0o700)
-        await loop.run_in_executor(
-            None,
-            rootfs.mount_overlay,
-            image.layer_dirs,
-            os.path.join(storage, "upper"),
-            os.path.join(storage, "work"),
-            paths.rootfs,
-        )
+        undo.callback(rootfs.unmount_aux, bundle)  # idmapped layers, image volumes: last
+        upper, work = os.path.join(storage, "upper"), os.path.join(storage, "work")
+        if pod.userns_path is not None:
+            os.chmod(bundle, 0o711)  # runc sets up the rootfs inside the pod's user namespace
+            await loop.run_in_executor(
+                None, idmapped.mount_rootfs, image.layer_dirs, upper, work, paths.rootfs, bundle,
+                pod,
+            )  # fmt: skip
+        else:
+            await loop.run_in_executor(
+                None, rootfs.mount_overlay, image.layer_dirs, upper, work, paths.rootfs
+            )
         undo.callback(rootfs.unmount, paths.rootfs)
-        user = resolve_user(paths.rootfs, security, image.config.user)
-        built = ContainerSpecBuilder(
+        volume_sources = await loop.run_in_executor(
+            None, image_volumes.mount_all, bundle, volumes, pod.userns_path
+        )
+        user = await loop.run_in_executor(
+            None, resolve_user, paths.rootfs, security, image.config.user
+        )
+        # In threads: these read files a request or the image names (passwd, a seccomp profile).
+        builder = ContainerSpecBuilder(
             SpecInputs(
                 container_id=container_id,
                 config=config,
@@ -148,8 +161,14 @@ async def create_container(
                     runtime.binary
                 ).recursive_read_only_mounts,
                 target_pid=target_pid,
+                image_volumes=volume_sources,
             )
-        ).build()
+        )
+        built = await loop.run_in_executor(None, builder.build)
+        if pod.userns_path is not None:
+            await loop.run_in_executor(
+                None, idmapped.idmap_volumes, built.spec, list(config.mounts), bundle, pod
+            )
         for warning in built.warnings:
             log.warning("container %s: %s", container_id[:12], warning)
         undo.callback(release_mounts, bundle)

@@ -4,22 +4,25 @@ the state go to the store, before rows are parsed."""
 from __future__ import annotations
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.container.image_names import ImageNamer, ImageNames
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.service import ContainerService
 
 
-def to_api_container(container: Container) -> api.Container:
+def to_api_container(container: Container, names: ImageNames | None = None) -> api.Container:
     config = container.config
+    names = names or ImageNames(container.image_name, container.image_ref, container.image_id)
     return api.Container(
         id=container.id,
         pod_sandbox_id=container.pod_id,
         metadata=config.metadata,
         image=api.ImageSpec(
-            image=container.image_name,
+            image=names.image,
             user_specified_image=config.image.user_specified_image or config.image.image,
         ),
-        image_ref=container.image_ref,
-        image_id=container.image_id,
+        # The image ID, not a digest: kubelet's image GC matches it against ListImages ids.
+        image_ref=names.id,
+        image_id=names.id,
         state=container.state.to_api(),
         created_at=container.created_at,
         labels=dict(config.labels),
@@ -41,9 +44,10 @@ async def list_containers(
         if c.state is not ContainerState.CREATING  # half-made: not a container yet
     ]
     # The state filter comes last: refresh() may just have seen a container exit.
+    namer = ImageNamer(svc.images)
     return api.ListContainersResponse(
         containers=[
-            to_api_container(c)
+            to_api_container(c, await namer.names(c))
             for c in found
             if not f.HasField("state") or c.state.to_api() == f.state.state
         ]

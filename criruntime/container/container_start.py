@@ -16,10 +16,13 @@ import logging
 import os
 import time
 
+from criruntime import failpoints
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.container import attempt
 from criruntime.container.model import ContainerState
 from criruntime.container.service import ContainerService
 from criruntime.errors import FailedPrecondition
+from criruntime.observability import metrics
 from criruntime.oci.runtime import BundlePaths, OciRuntime
 
 log = logging.getLogger("criruntime.container")
@@ -30,9 +33,14 @@ START_ERROR_REASON = "StartError"
 
 async def discard_attempt(runtime: OciRuntime, container_id: str, bundle: str) -> None:
     """Undoes a start that did not finish: the runtime container (its init is killed), then,
-    once conmon has recorded that and gone, conmon's files in the bundle."""
+    once conmon has recorded that and gone, conmon's files in the bundle. Marked first, so a
+    daemon killed half-way finishes the undo on restart rather than reading the kill's exit
+    code (137) as the container's."""
+    attempt.mark_discarding(bundle)
     await runtime.delete(container_id, force=True)
     await runtime.wait_exit(bundle, 5.0)
+    await failpoints.pause(failpoints.DISCARD_AFTER_DELETE)
+    attempt.drop_exit(BundlePaths(bundle).exit_file)
     runtime.reset_bundle(bundle)
 
 
@@ -41,6 +49,7 @@ def attempted(bundle: str) -> bool:
     return os.path.exists(BundlePaths(bundle).conmon_pid)
 
 
+@metrics.timed("container_start")
 async def _start(svc: ContainerService, container_id: str) -> None:
     async with svc.locked(container_id):
         container = svc.get(container_id)
@@ -48,12 +57,19 @@ async def _start(svc: ContainerService, container_id: str) -> None:
             raise FailedPrecondition(
                 f"container {container.id} is {container.state.value.lower()}, not created"
             )
+        pod = await svc.pods(container.pod_id)
+        if not pod.ready:
+            # Its namespaces are gone: runc would fail on them in its own words.
+            raise FailedPrecondition(
+                f"container {container.id} cannot start: its pod sandbox {pod.id} is not ready"
+            )
         runtime = svc.runtime_for(container.runtime_handler)
         bundle = container.bundle_dir
         if attempted(bundle) or runtime.has_state(container.id):
             # An earlier attempt was cut short (its caller went away): start from scratch.
             await discard_attempt(runtime, container.id, bundle)
         started_at = time.time_ns()  # taken first: a fast process may exit before start returns
+        await failpoints.pause(failpoints.START_BEFORE_CREATE)
         try:
             config = container.config
             pid = await runtime.create(
@@ -64,7 +80,10 @@ async def _start(svc: ContainerService, container_id: str) -> None:
                 stdin=config.stdin,
                 stdin_once=config.stdin_once,
             )
+            attempt.mark_started(bundle, started_at)
+            await failpoints.pause(failpoints.START_AFTER_CREATE)
             await runtime.start(container.id, pid)
+            await failpoints.pause(failpoints.START_AFTER_START)
         except Exception as e:
             log.warning("starting container %s failed: %s", container.id[:12], e)
             try:

@@ -7,13 +7,15 @@ import json
 from typing import Any
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.container.image_names import ImageNamer, ImageNames
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.service import ContainerService
 from criruntime.oci.runtime import BundlePaths
 
 
-def to_api_status(container: Container) -> api.ContainerStatus:
+def to_api_status(container: Container, names: ImageNames | None = None) -> api.ContainerStatus:
     config = container.config
+    names = names or ImageNames(container.image_name, container.image_ref, container.image_id)
     status = api.ContainerStatus(
         id=container.id,
         metadata=config.metadata,
@@ -23,13 +25,13 @@ def to_api_status(container: Container) -> api.ContainerStatus:
         finished_at=container.finished_at,
         exit_code=container.exit_code,
         image=api.ImageSpec(
-            image=container.image_name,
+            image=names.image,
             annotations=dict(config.image.annotations),
             user_specified_image=config.image.user_specified_image or config.image.image,
             runtime_handler=config.image.runtime_handler,
         ),
-        image_ref=container.image_ref,
-        image_id=container.image_id,
+        image_ref=names.ref,
+        image_id=names.id,
         reason=container.reason,
         message=container.message,
         labels=dict(config.labels),
@@ -73,7 +75,8 @@ async def container_status(
 ) -> api.ContainerStatusResponse:
     await svc.ensure_recovered()
     container = svc.get(request.container_id)
-    response = api.ContainerStatusResponse(status=to_api_status(container))
+    names = await ImageNamer(svc.images).names(container)
+    response = api.ContainerStatusResponse(status=to_api_status(container, names))
     if request.verbose:
         response.info.update(verbose_info(container))
     return response

@@ -59,11 +59,12 @@ class Container:
     supplemental_groups: tuple[int, ...] = ()
     stop_signal: int = 15
     warnings: tuple[str, ...] = ()
+    image_volumes: tuple[str, ...] = ()  # IDs of the images mounted as volumes: pinned
 
     _DATA_FIELDS = (
         "bundle_dir", "storage_dir", "log_path", "image_name", "image_ref", "pid", "started_at",
         "finished_at", "exit_code", "reason", "message", "uid", "gid", "supplemental_groups",
-        "stop_signal", "warnings",
+        "stop_signal", "warnings", "image_volumes",
     )  # fmt: skip
 
     @property
@@ -81,6 +82,7 @@ class Container:
         out = {name: getattr(self, name) for name in self._DATA_FIELDS}
         out["supplemental_groups"] = list(self.supplemental_groups)
         out["warnings"] = list(self.warnings)
+        out["image_volumes"] = list(self.image_volumes)
         return out
 
     @classmethod
@@ -102,6 +104,7 @@ class Container:
         known = {k: v for k, v in data.items() if k in cls._DATA_FIELDS}
         known["supplemental_groups"] = tuple(known.get("supplemental_groups", ()))
         known["warnings"] = tuple(known.get("warnings", ()))
+        known["image_volumes"] = tuple(known.get("image_volumes", ()))
         return cls(
             id=id,
             pod_id=pod_id,

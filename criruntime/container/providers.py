@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.oci.idmap import UserNamespaceMappings
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class PodInfo:
     ipc_ns_path: str | None = None
     uts_ns_path: str | None = None
     pid_ns_path: str | None = None
+    userns_path: str | None = None  # the pod's own user namespace; None: the host's
+    userns: UserNamespaceMappings | None = None  # its mappings
     cgroup_parent: str = ""
     hostname: str = ""
     hostname_path: str = ""

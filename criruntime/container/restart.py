@@ -25,7 +25,7 @@ import logging
 import os
 import time
 
-from criruntime.container import rootfs
+from criruntime.container import attempt, rootfs
 from criruntime.container.container_remove import teardown
 from criruntime.container.container_start import attempted, discard_attempt
 from criruntime.container.model import Container, ContainerState
@@ -64,6 +64,7 @@ def _remove_orphan_files(svc: ContainerService, known: set[str]) -> None:
             if name not in known and name != TRASH:
                 log.warning("removing orphaned container files %s", name[:12])
                 rootfs.unmount(os.path.join(svc.bundle_dir(name), "rootfs"))
+                rootfs.unmount_aux(svc.bundle_dir(name))
                 rootfs.remove_dirs(os.path.join(parent, name))
 
 
@@ -84,8 +85,11 @@ async def _recover_one(svc: ContainerService, container: Container) -> None:
             await teardown(svc, container)
             svc.store.delete(container.id)
             return
-        if container.state is ContainerState.CREATED and await _recover_created(svc, container):
-            return
+        if container.state is ContainerState.CREATED:
+            let_go = await _recover_created(svc, container)
+            if let_go is None:
+                return
+            container = let_go
         if container.state not in (ContainerState.CREATED, ContainerState.RUNNING):
             await svc.reap_now(container)  # no-op unless the old daemon died before reaping
             return
@@ -98,7 +102,7 @@ async def _recover_one(svc: ContainerService, container: Container) -> None:
             if state is not None and state.status == "running":
                 log.warning("container %s runs without its monitor", container.id[:12])
                 if container.state is ContainerState.CREATED:
-                    svc.store.update(container.replace(state=ContainerState.RUNNING))
+                    svc.store.update(_running(container, state.pid))
                 return
             svc.store.update(
                 container.replace(
@@ -119,26 +123,59 @@ async def _recover_one(svc: ContainerService, container: Container) -> None:
             # Killed between `runc start` and the row update: ask the runtime.
             state = await svc.runtime_for(container.runtime_handler).state(container.id)
             if state is not None and state.status == "running":
-                svc.store.update(
-                    container.replace(state=ContainerState.RUNNING, started_at=time.time_ns())
-                )
+                svc.store.update(_running(container, state.pid))
     except Exception:
         log.exception("recovering container %s failed", container.id[:12])
 
 
-async def _recover_created(svc: ContainerService, container: Container) -> bool:
-    """A CREATED row; True when it is settled here (still CREATED, nothing ran), False when the
-    general RUNNING/exit-file logic must look at it (its start got as far as `runc start`)."""
-    if _bundle_lost(container.bundle_dir):
-        return False  # nothing left to start from: reported EXITED/Unknown below
+def _running(container: Container, pid: int) -> Container:
+    """A CREATED row whose start let its process go before the kill, as the start would have
+    recorded it: the init's pid and the time the start took, not the recovery's."""
+    return container.replace(
+        state=ContainerState.RUNNING,
+        pid=pid or _pidfile(container.bundle_dir),
+        started_at=attempt.started_at(container.bundle_dir) or time.time_ns(),
+    )
+
+
+def _pidfile(bundle: str) -> int:
+    try:
+        with open(oci.BundlePaths(bundle).pidfile) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+async def _recover_created(svc: ContainerService, container: Container) -> Container | None:
+    """A CREATED row. None when it is settled here (still CREATED: no process of it ever ran,
+    whatever a cut-short start or undo left is undone); else the row with the pid and start
+    time of the process its start let go, for the general RUNNING/exit-file logic."""
+    bundle = container.bundle_dir
+    if _bundle_lost(bundle):
+        return container  # nothing left to start from: reported EXITED/Unknown below
     runtime = svc.runtime_for(container.runtime_handler)
+    if attempt.discarding(bundle):
+        log.warning("container %s: finishing the undo of a cut-short start", container.id[:12])
+        await discard_attempt(runtime, container.id, bundle)
+        return None
     state = await runtime.state(container.id) if runtime.has_state(container.id) else None
     if state is not None and state.status in ("created", "creating"):
         log.warning("container %s: discarding a start cut short by the restart", container.id[:12])
-        await discard_attempt(runtime, container.id, container.bundle_dir)
-        return True
-    if state is not None or oci.read_exit_status(container.bundle_dir) is not None:
-        return False  # started before the kill: running, or exited since
-    if attempted(container.bundle_dir) and not oci.conmon_alive(container.bundle_dir):
-        runtime.reset_bundle(container.bundle_dir)  # a start that failed before `runc create`
-    return True
+        await discard_attempt(runtime, container.id, bundle)
+        return None
+    exit_status = oci.read_exit_status(bundle)
+    if state is not None or exit_status is not None:
+        if (state is None or state.status != "running") and runtime.start_pending(container.id):
+            # The init died before its process ran: its write to the exec fifo failed when
+            # the daemon holding the other end was killed ("broken pipe", exit 1).
+            log.warning("container %s: its start never ran the process", container.id[:12])
+            await discard_attempt(runtime, container.id, bundle)
+            return None
+        # Started before the kill: running, or exited since.
+        return container.replace(
+            pid=(state.pid if state is not None else 0) or _pidfile(bundle),
+            started_at=attempt.started_at(bundle) or container.started_at,
+        )
+    if attempted(bundle) and not oci.conmon_alive(bundle):
+        runtime.reset_bundle(bundle)  # a start that failed before `runc create`
+    return None

@@ -16,6 +16,13 @@ from criruntime.oci import mountns
 
 # overlayfs reads its options from one page; leave room for upper/work and the separators.
 _MAX_INLINE_OPTIONS = 3800
+# <bundle>/mounts: what the daemon mounts for a container besides its rootfs (image volumes,
+# idmapped layers and volumes), all unmounted together by `unmount_aux`.
+_AUX = "mounts"
+
+
+def aux_dir(bundle: str, *parts: str) -> str:
+    return os.path.join(bundle, _AUX, *parts)
 
 
 def mount_overlay(lower_dirs: list[str], upper: str, work: str, target: str) -> None:
@@ -28,18 +35,34 @@ def mount_overlay(lower_dirs: list[str], upper: str, work: str, target: str) -> 
         empty = os.path.join(os.path.dirname(upper), "empty")
         os.makedirs(empty, mode=0o755, exist_ok=True)
         lower_dirs = [empty]
+    _overlay(lower_dirs, target, f"upperdir={upper},workdir={work}", 0)
+
+
+def mount_layers_readonly(lower_dirs: list[str], empty: str, target: str) -> None:
+    """Mounts `lower_dirs` (lowest first) read-only, noexec, nosuid and nodev at target: an
+    overlay without upper dir, which needs two lower dirs, so `empty` pads a short list."""
+    os.makedirs(empty, mode=0o755, exist_ok=True)
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    padded = [empty] * max(0, 2 - len(lower_dirs)) + lower_dirs
+    flags = linux.MS_RDONLY | linux.MS_NOEXEC | linux.MS_NOSUID | linux.MS_NODEV
+    _overlay(padded, target, "", flags)
+
+
+def _overlay(lower_dirs: list[str], target: str, extra: str, flags: int) -> None:
     top_first = list(reversed(lower_dirs))
-    options = f"lowerdir={':'.join(top_first)},upperdir={upper},workdir={work}"
+    tail = f",{extra}" if extra else ""
+    options = f"lowerdir={':'.join(top_first)}{tail}"
     if len(options) <= _MAX_INLINE_OPTIONS:
-        linux.mount("overlay", target, "overlay", 0, options)
+        linux.mount("overlay", target, "overlay", flags, options)
         return
     # Too long for a page: name the layers relative to their common parent and mount from
     # there (mount(8) in a child, since chdir would move every thread of the daemon).
     base = os.path.commonpath(lower_dirs)
     relative = ":".join(os.path.relpath(d, base) for d in top_first)
+    if flags & linux.MS_RDONLY:
+        tail += ",ro,noexec,nosuid,nodev"
     subprocess.run(
-        ["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={relative},upperdir={upper},workdir={work}", target],
+        ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={relative}{tail}", target],
         cwd=base, check=True, capture_output=True,
     )  # fmt: skip
 
@@ -55,6 +78,24 @@ def unmount(target: str) -> None:
             linux.umount(target, detach=True)
         except OSError:
             return
+
+
+def has_aux(bundle: str) -> bool:
+    return os.path.isdir(aux_dir(bundle))
+
+
+def unmount_aux(bundle: str) -> None:
+    """Unmounts everything under <bundle>/mounts, deepest first; nothing there is fine. Found
+    in /proc/self/mountinfo: an idmapped bind of the same filesystem looks like a plain dir to
+    os.path.ismount."""
+    prefix = aux_dir(bundle) + os.sep
+    if not os.path.isdir(prefix):
+        return
+    with open("/proc/self/mountinfo") as f:
+        targets = {line.split()[4] for line in f if line.split()[4].startswith(prefix)}
+    for target in sorted(targets, key=len, reverse=True):
+        with contextlib.suppress(OSError):
+            linux.umount(target, detach=True)
 
 
 def remove_dirs(*paths: str) -> None:

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 
 from criruntime.cgroups.cgroupfs import Cgroupfs
 from criruntime.cgroups.host import HostCgroups
+from criruntime.cgroups.stats import CpuRates
 from criruntime.config import Config
-from criruntime.container import rootfs
+from criruntime.container import attempt, rootfs
+from criruntime.container.events import ContainerEvents
 from criruntime.container.model import Container, ContainerState
 from criruntime.container.providers import (
     ImageConfig,
@@ -31,6 +33,7 @@ from criruntime.container.providers import (
 )
 from criruntime.container.store import ContainerStore
 from criruntime.errors import InvalidArgument, NotFound
+from criruntime.oci import idmap
 from criruntime.oci import runtime as oci
 from criruntime.oci.selection import RuntimeSet
 from criruntime.store.db import Database
@@ -52,6 +55,21 @@ TRASH = ".trash"
 _DELETER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="criruntime-trash")
 
 
+class PendingStop:
+    """A stop in flight (container_stop.py): when its SIGKILL is due, and a wake-up for the
+    waiter when a later, shorter stop moves that time forward."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline  # time.monotonic()
+        self.moved = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def shorten(self, deadline: float) -> None:
+        if deadline < self.deadline:
+            self.deadline = deadline
+            self.moved.set()
+
+
 class ContainerService:
     def __init__(
         self,
@@ -63,6 +81,7 @@ class ContainerService:
         host_cgroups: HostCgroups | None = None,
         exec_output_limit: int = DEFAULT_EXEC_OUTPUT_LIMIT,
         runtimes: RuntimeSet | None = None,
+        cgroupfs: Cgroupfs | None = None,
     ) -> None:
         self.runtime_set = runtimes if runtimes is not None else RuntimeSet.open(config)
         config = self.runtime_set.resolve(config)
@@ -71,9 +90,14 @@ class ContainerService:
             Cgroupfs.detect(), config.cgroups.tolerate_missing_hugetlb_controller
         )
         self.store = ContainerStore(db)
+        self.events = ContainerEvents()
+        self.events.seed(self.store.states())
+        self.store.on_change = self._changed
         self.pods = pods
         self.images = images
         self.exec_output_limit = exec_output_limit
+        self.cgroupfs = cgroupfs or Cgroupfs.detect()
+        self.cpu_rates = CpuRates()  # the previous CPU sample of each container's cgroup
         self.runtimes = self.runtime_set.handlers
         self.bundles_dir = os.path.join(config.state, "containers")
         self.storage_root = os.path.join(config.root, "containers")
@@ -88,7 +112,9 @@ class ContainerService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._recovery: asyncio.Task[None] | None = None
         self._reaping: dict[str, asyncio.Task[None]] = {}
+        self.stops: dict[str, PendingStop] = {}
         self._deleting: set[asyncio.Task[None]] = set()
+        self._watching: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def wired(
@@ -132,6 +158,7 @@ class ContainerService:
             images=image_lookup,
             host_cgroups=sandboxes.host_cgroups,
             runtimes=runtimes,
+            cgroupfs=sandboxes.cgroupfs,
         )
         sandboxes.stop_containers = service.stop_pod_containers
         sandboxes.remove_containers = service.remove_pod_containers
@@ -188,6 +215,8 @@ class ContainerService:
         """
         if container.state not in (ContainerState.RUNNING, ContainerState.CREATED):
             return container
+        if container.state is ContainerState.CREATED and not self._let_go(container):
+            return container  # an exit file now is a cut-short attempt's, not the container's
         status = oci.read_exit_status(container.bundle_dir)
         if status is None and container.state is ContainerState.RUNNING:
             status = oci.lost_exit(container.bundle_dir, container.pid)
@@ -197,6 +226,16 @@ class ContainerService:
         self.store.update(updated)
         self._reap_soon(updated)
         return updated
+
+    def _let_go(self, container: Container) -> bool:
+        """A CREATED container's start got as far as letting its process run."""
+        bundle = container.bundle_dir
+        runtime = self.runtimes.get(container.runtime_handler or self.config.default_runtime)
+        return (
+            attempt.started_at(bundle) is not None
+            and not attempt.discarding(bundle)
+            and not (runtime is not None and runtime.start_pending(container.id))
+        )
 
     async def reap(self, container: Container) -> None:
         """What is due once a container's init has exited, as containerd does on a task exit:
@@ -212,6 +251,10 @@ class ContainerService:
             await asyncio.get_running_loop().run_in_executor(
                 None, oci.release_mounts, container.bundle_dir
             )
+            if rootfs.has_aux(container.bundle_dir):
+                await asyncio.get_running_loop().run_in_executor(
+                    None, rootfs.unmount_aux, container.bundle_dir
+                )
 
     def _reap_task(self, container: Container) -> asyncio.Task[None]:
         """One reap at a time per container: a status refresh and a stop that both see the exit
@@ -238,6 +281,54 @@ class ContainerService:
         except RuntimeError:
             return  # no loop: RemoveContainer (or recovery) reaps it instead
         _ = self._reap_task(container)  # kept in self._reaping until done
+
+    # ---- state changes: events and the exit watch ----------------------------------------------
+
+    def _changed(self, container_id: str, container: Container | None) -> None:
+        if container is None:
+            self.events.changed(container_id, "", None)
+            return
+        self.events.changed(container_id, container.pod_id, container.state)
+        if container.state is ContainerState.RUNNING and self.events.subscribed:
+            self.watch_exit(container)
+
+    def watch_running(self) -> None:
+        """Watches every running container's exit (the first event subscriber asks for it)."""
+        for container in self.store.in_state(ContainerState.RUNNING):
+            self.watch_exit(container)
+
+    def watch_exit(self, container: Container) -> None:
+        """Notices a running container's exit when it happens, as containerd's task monitor
+        does, so its STOPPED event goes out then and not at the next List. One task per
+        container, asleep on a pidfd of its init (no polling); only while someone subscribes
+        to events (Evented PLEG is opt-in), else exits are seen at the next List or Status."""
+        if container.pid <= 0 or container.id in self._watching:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a test driving the service): nobody to tell
+        task = loop.create_task(self._watch(container))
+        self._watching[container.id] = task
+        task.add_done_callback(lambda t: self._watched(container.id, t))
+
+    async def _watch(self, container: Container) -> None:
+        runtime = self.runtime_for(container.runtime_handler)
+        await runtime.wait_exit(container.bundle_dir, None, container.pid)
+        current = self.store.find(container.id)
+        if current is not None:
+            self.refresh(current)
+
+    def _watched(self, container_id: str, task: asyncio.Task[None]) -> None:
+        if self._watching.get(container_id) is task:
+            del self._watching[container_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("watching container %s failed: %s", container_id[:12], task.exception())
+
+    def stop_watching(self) -> None:
+        """At shutdown: conmon records the exits while no daemon runs; recovery reads them."""
+        for task in list(self._watching.values()):
+            task.cancel()
 
     # ---- deleting a removed container's files -------------------------------------------------
 
@@ -316,6 +407,7 @@ def _delete_trees(paths: list[str]) -> None:
     for path in paths:
         rootfs.unmount(oci.BundlePaths(path).rootfs)
         oci.release_mounts(path)  # never delete through a bind onto a host path
+        rootfs.unmount_aux(path)
         try:
             rootfs.remove_dirs(path)
         except OSError as e:
@@ -357,6 +449,8 @@ def pod_info(sandbox: PodSandbox) -> PodInfo:
         ipc_ns_path=sandbox.ipc_ns_path or None,
         uts_ns_path=sandbox.uts_ns_path or None,
         pid_ns_path=sandbox.pid_ns_path or None,
+        userns_path=sandbox.userns_path or None,
+        userns=idmap.validate(sandbox.namespace_options) if sandbox.userns_path else None,
         cgroup_parent=sandbox.cgroup_parent,
         hostname=sandbox.hostname,
         hostname_path=sandbox.hostname_path,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import stat
@@ -20,8 +19,10 @@ from typing import Any
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.cgroups.host import HostCgroups
 from criruntime.container.providers import ImageConfig, PodInfo
+from criruntime.container.seccomp_profile import read_profile
 from criruntime.container.user import ResolvedUser
-from criruntime.errors import InvalidArgument
+from criruntime.errors import InvalidArgument, quote
+from criruntime.oci import idmap
 
 log = logging.getLogger("criruntime.container.spec")
 
@@ -138,10 +139,17 @@ def capabilities_for(security: api.LinuxContainerSecurityContext) -> list[str]:
         current = []
     if "ALL" in add:
         current = list(all_capabilities())
+    held = all_capabilities()
     for cap in add:
+        if cap != "ALL" and cap not in held:
+            # runc would fail the start with its own words; say it at create.
+            raise InvalidArgument(
+                f"capability {cap} is outside this node's capability bounding set, so no "
+                "container here can have it"
+            )
         if cap != "ALL" and cap not in current:
             current.append(cap)
-    return [c for c in current if c not in drop]
+    return [c for c in current if c not in drop and c in held]
 
 
 def resources_to_oci(
@@ -199,6 +207,7 @@ class SpecInputs:
     recursive_read_only_supported: bool = False
     cgroup_root: str = "/criruntime"
     target_pid: int = 0  # for NamespaceMode.TARGET: the target container's init pid
+    image_volumes: dict[str, str] = field(default_factory=dict)  # container path → mounted image
 
 
 @dataclass
@@ -351,16 +360,23 @@ class ContainerSpecBuilder:
             raise InvalidArgument(
                 f"mount container_path must be an absolute path, got {mount.container_path!r}"
             )
-        # Refused rather than ignored: the container would run without what was asked for.
-        if mount.HasField("image"):
-            raise InvalidArgument(
-                f"mount {mount.container_path}: image volumes are not supported by criruntime"
-            )
         if mount.uidMappings or mount.gidMappings:
-            raise InvalidArgument(
-                f"mount {mount.container_path}: idmapped mounts need user namespaces, which "
-                "criruntime does not support"
-            )
+            # Every volume of a pod with a user namespace, image volumes too, is idmapped
+            # through it (idmapped.py); other mappings would need a namespace of their own.
+            asked = (tuple(map(_idmap, mount.uidMappings)), tuple(map(_idmap, mount.gidMappings)))
+            userns = self.i.pod.userns
+            if userns is None or asked != (userns.uids, userns.gids):
+                raise InvalidArgument(
+                    f"mount {mount.container_path}: uid/gid mappings must be those of the "
+                    "pod's user namespace"
+                )
+        if mount.HasField("image"):
+            source = self.i.image_volumes.get(os.path.normpath(mount.container_path))
+            if source is None:
+                raise InvalidArgument(f"mount {mount.container_path}: image volume not mounted")
+            # Read-only and noexec, as KEP-4639 has it: the image's files are data, not programs.
+            options = ["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"]
+            return _bind(mount.container_path, source, options)
         if not mount.host_path or not os.path.isabs(mount.host_path):
             raise InvalidArgument(
                 f"mount host_path must be an absolute path, got {mount.host_path!r}"
@@ -407,6 +423,7 @@ class ContainerSpecBuilder:
         resources["devices"] = device_rules
         cgroup_parent = self.i.pod.cgroup_parent or self.i.cgroup_root
         linux: dict[str, Any] = {
+            **(self.i.pod.userns.to_oci() if self.i.pod.userns is not None else {}),
             "namespaces": self._namespaces(),
             "resources": resources,
             "cgroupsPath": os.path.join(cgroup_parent, self.i.container_id),
@@ -433,10 +450,16 @@ class ContainerSpecBuilder:
     def _namespaces(self) -> list[dict[str, str]]:
         pod = self.i.pod
         options = self.security.namespace_options
-        userns = options.userns_options
-        if options.HasField("userns_options") and userns.mode != api.NamespaceMode.NODE:
-            raise InvalidArgument("user namespaces are not supported by this runtime")
         namespaces: list[dict[str, str]] = [{"type": "mount"}]
+        # Unset (older kubelets): the pod's, whichever it is.
+        if options.HasField("userns_options") and idmap.validate(options) != pod.userns:
+            raise InvalidArgument(
+                "a container's user namespace must be its pod's: mode POD with the pod's "
+                "mappings in a pod with one, NODE otherwise"
+            )
+        if pod.userns_path is not None:
+            # Joined first by the runtime: the pod's other namespaces belong to it.
+            namespaces.append({"type": "user", "path": pod.userns_path})
         if pod.netns_path is not None and options.network != api.NamespaceMode.NODE:
             namespaces.append({"type": "network", "path": pod.netns_path})
         if pod.ipc_ns_path is not None and options.ipc != api.NamespaceMode.NODE:
@@ -487,6 +510,12 @@ class ContainerSpecBuilder:
                     f"device {device.host_path!r}: {e.strerror or 'cannot stat'}"
                 ) from None
             if stat.S_ISDIR(st.st_mode):
+                if os.path.commonpath([path, "/dev"]) != "/dev":
+                    # Walked to the bottom: "/" would take every file of the host along.
+                    raise InvalidArgument(
+                        f"device {quote(device.host_path)}: a directory of devices must be "
+                        "under /dev"
+                    )
                 for entry in _host_devices(path):
                     relative = os.path.relpath(entry["path"], path)
                     devices.append({**entry, "path": os.path.join(device.container_path, relative)})
@@ -519,15 +548,7 @@ class ContainerSpecBuilder:
                 path = legacy.removeprefix("localhost/")
             else:
                 return None
-        if not os.path.isabs(path):
-            raise InvalidArgument(f"seccomp profile path must be absolute, got {path!r}")
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise InvalidArgument(f"seccomp profile {path!r} does not exist") from None
-        except (OSError, ValueError) as e:
-            raise InvalidArgument(f"seccomp profile {path!r} cannot be read: {e}") from None
+        data = read_profile(path)
         caps = set(capabilities_for(self.security))
         return seccomp_to_oci(check_seccomp_profile(data, path), caps)
 
@@ -586,7 +607,29 @@ def check_seccomp_profile(profile: Any, path: str) -> dict[str, Any]:
         for key in ("includes", "excludes"):
             if not isinstance(rule.get(key, {}), dict | None):
                 raise bad(f"{key} must be an object")
+        # Copied into config.json as they are, so only the shapes runc reads get through.
+        args = rule.get("args") or []
+        if not isinstance(args, list) or not all(_seccomp_arg(a) for a in args):
+            raise bad("syscall args must be objects of index, value, valueTwo and op")
+        if not isinstance(rule.get("errnoRet", 0), int | None):
+            raise bad("errnoRet must be a number")
+    flags = profile.get("flags") or []
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        raise bad("flags must be a list of strings")
+    if not isinstance(profile.get("listenerPath", ""), str):
+        raise bad("listenerPath must be a string")
+    if not isinstance(profile.get("defaultErrnoRet", 0), int):
+        raise bad("defaultErrnoRet must be a number")
     return profile
+
+
+def _seccomp_arg(arg: Any) -> bool:
+    return (
+        isinstance(arg, dict)
+        and set(arg) <= {"index", "value", "valueTwo", "op"}
+        and all(isinstance(arg.get(k, 0), int) for k in ("index", "value", "valueTwo"))
+        and isinstance(arg.get("op", ""), str)
+    )
 
 
 def seccomp_to_oci(profile: dict[str, Any], caps: set[str]) -> dict[str, Any]:
@@ -631,6 +674,10 @@ def _oci_arch() -> str:
     return {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}.get(
         machine, "SCMP_ARCH_" + machine.upper()
     )
+
+
+def _idmap(m: api.IDMapping) -> idmap.IdMap:
+    return idmap.IdMap(m.container_id, m.host_id, m.length)
 
 
 def _bind(destination: str, source: str, options: list[str]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container.model import Container, ContainerState
@@ -36,9 +36,14 @@ def _from_row(row: sqlite3.Row) -> Container:
     )
 
 
+# Told of every write once it is committed: (id, the container written, or None once deleted).
+ChangeHook = Callable[[str, Container | None], None]
+
+
 class ContainerStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.on_change: ChangeHook | None = None
 
     def get(self, id_or_prefix: str) -> Container:
         """A container by full ID or unique ID prefix (as crictl accepts); NotFound otherwise."""
@@ -113,6 +118,8 @@ class ContainerStore:
             if "FOREIGN KEY" in str(e):
                 raise NotFound(f"pod sandbox {container.pod_id!r} not found") from None
             raise
+        if self.on_change is not None:
+            self.on_change(container.id, container)
 
     def update(self, container: Container) -> None:
         with self._db.transaction() as conn:
@@ -127,14 +134,28 @@ class ContainerStore:
             )
             if cur.rowcount == 0:
                 raise NotFound(f"container {container.id!r} not found")
+        if self.on_change is not None:
+            self.on_change(container.id, container)
 
     def delete(self, container_id: str) -> None:
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (container_id,))
             conn.execute("DELETE FROM layer_leases WHERE owner = ?", (container_id,))
+        if self.on_change is not None:
+            self.on_change(container_id, None)
+
+    def states(self) -> builtins.list[tuple[str, str, ContainerState]]:
+        """(id, pod id, state) of every container, without parsing configs."""
+        rows = self._db.query("SELECT id, pod_id, state FROM containers")
+        return [(r["id"], r["pod_id"], ContainerState(r["state"])) for r in rows]
 
     def in_state(self, state: ContainerState) -> builtins.list[Container]:
         rows = self._db.query(
             "SELECT * FROM containers WHERE state = ? ORDER BY created_at", (state.value,)
         )
         return [_from_row(r) for r in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many rows are in each state (for the metrics endpoint)."""
+        rows = self._db.query("SELECT state, COUNT(*) AS n FROM containers GROUP BY state")
+        return {str(r["state"]).lower(): int(r["n"]) for r in rows}

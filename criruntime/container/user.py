@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.errors import InvalidArgument
+from criruntime.files import FileTooLarge, NotRegularFile, read_regular_file
 
 _MAX_LINKS = 40
+_MAX_DB_BYTES = 16 << 20  # /etc/passwd or /etc/group; real ones are a few KiB
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,18 @@ def secure_join(root: str, path: str) -> str:
 
 
 def _read(root: str, path: str) -> list[list[str]]:
+    full = secure_join(root, path)
     try:
-        with open(secure_join(root, path), errors="replace") as f:
-            lines = f.read().splitlines()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        data = read_regular_file(full, _MAX_DB_BYTES)
+    except (FileNotFoundError, NotADirectoryError):
         return []
+    except NotRegularFile:  # a FIFO or a device would block or never end
+        if os.path.isdir(full):
+            return []
+        raise InvalidArgument(f"the image's {path} is not a regular file") from None
+    except FileTooLarge:
+        raise InvalidArgument(f"the image's {path} is larger than {_MAX_DB_BYTES} bytes") from None
+    lines = data.decode(errors="replace").splitlines()
     return [line.split(":") for line in lines if line and not line.startswith("#")]
 
 

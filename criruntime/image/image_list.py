@@ -18,4 +18,5 @@ async def list_images(svc: ImageService, request: api.ListImagesRequest) -> api.
         records = [record] if record is not None else []
     else:
         records = svc.images.all()
-    return api.ListImagesResponse(images=[cri_image(r) for r in records])
+    pinned = svc.images.volume_images() if records else set()
+    return api.ListImagesResponse(images=[cri_image(r, r.id in pinned) for r in records])

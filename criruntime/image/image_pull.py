@@ -22,6 +22,7 @@ from criruntime.image.layer_store import chain_ids
 from criruntime.image.manifest import Descriptor
 from criruntime.image.reference import Reference
 from criruntime.image.registry import Credentials, Manifest, Repository
+from criruntime.observability import metrics
 
 if TYPE_CHECKING:
     from criruntime.image.service import ImageService
@@ -39,6 +40,7 @@ def credentials(auth: api.AuthConfig) -> Credentials:
     )
 
 
+@metrics.timed("image_pull")
 async def pull_image(svc: ImageService, request: api.PullImageRequest) -> api.PullImageResponse:
     ref = reference.parse(request.image.image)
     creds = credentials(request.auth)
@@ -128,7 +130,9 @@ async def fetch_blob(svc: ImageService, repo: Repository, desc: Descriptor) -> s
                 ingest.abort()
                 raise
             # commit fsyncs, which can block for a while on a big layer.
-            return await asyncio.get_running_loop().run_in_executor(None, ingest.commit)
+            path = await asyncio.get_running_loop().run_in_executor(None, ingest.commit)
+            metrics.IMAGE_PULL_BYTES.inc(desc.size)
+            return path
 
     return await svc.blobs.do(desc.digest, download)
 

@@ -26,7 +26,8 @@ def user_of(image_user: str) -> tuple[int | None, str]:
     return None, user
 
 
-def cri_image(record: ImageRecord) -> api.Image:
+def cri_image(record: ImageRecord, pinned: bool = False) -> api.Image:
+    """`pinned` while a container mounts the image as a volume: kubelet's image GC skips it."""
     uid, username = user_of(record.user)
     image = api.Image(
         id=record.id,
@@ -35,6 +36,7 @@ def cri_image(record: ImageRecord) -> api.Image:
         size=record.size,
         username=username,
         spec=api.ImageSpec(image=record.id),
+        pinned=pinned,
     )
     if uid is not None:
         image.uid.value = uid
@@ -59,7 +61,8 @@ async def image_status(
     if record is None:
         # CRI: a missing image is an empty answer, which kubelet reads as "pull it".
         return api.ImageStatusResponse()
-    response = api.ImageStatusResponse(image=cri_image(record))
+    pinned = bool(svc.images.volume_users(record.id))
+    response = api.ImageStatusResponse(image=cri_image(record, pinned))
     if request.verbose:
         response.info.update(verbose_info(record))
     return response

@@ -135,6 +135,23 @@ class ImageStore:
             conn.execute("DELETE FROM image_names WHERE image_id = ?", (image_id,))
             return conn.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount > 0
 
+    def volume_users(self, image_id: str) -> list[str]:
+        """IDs of the containers that mount the image as an image volume (KEP-4639)."""
+        rows = self._db.query(
+            "SELECT c.id FROM containers AS c, json_each(c.data, '$.image_volumes') AS v "
+            "WHERE v.value = ? ORDER BY c.created_at",
+            (image_id,),
+        )
+        return [str(r["id"]) for r in rows]
+
+    def volume_images(self) -> set[str]:
+        """IDs of every image some container mounts as an image volume."""
+        rows = self._db.query(
+            "SELECT DISTINCT v.value AS id FROM containers AS c, "
+            "json_each(c.data, '$.image_volumes') AS v"
+        )
+        return {str(r["id"]) for r in rows}
+
     def referenced(self) -> tuple[set[str], set[str]]:
         """(blob digests, chain IDs) that images and containers keep alive."""
         blobs: set[str] = set()

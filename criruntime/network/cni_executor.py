@@ -185,8 +185,11 @@ class CniExecutor:
         os.replace(tmp, path)
 
     def _drop_cache(self, net_name: str, rt: RuntimeConf) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.cache_path(net_name, rt))
+        # With the .tmp a daemon killed mid-write left: recovery tears that pod down through here.
+        path = self.cache_path(net_name, rt)
+        for leftover in (path, path + ".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
 
     # ---- one plugin call ------------------------------------------------------------------
 

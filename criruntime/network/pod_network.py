@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import re
+from fractions import Fraction
 from typing import Any
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.config import CniConfig
-from criruntime.errors import FailedPrecondition, InvalidArgument
+from criruntime.errors import FailedPrecondition, InvalidArgument, quote
 from criruntime.network import cni_config
 from criruntime.network.cni_executor import CniExecutor, InProcessRunner, RuntimeConf
 from criruntime.node.runtime_config import POD_CIDR_KEY
+from criruntime.observability import metrics
 from criruntime.store.settings import SettingsStore
 
 log = logging.getLogger("criruntime.network")
@@ -26,7 +28,9 @@ INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
 EGRESS_ANNOTATION = "kubernetes.io/egress-bandwidth"
 MAX_BURST = 2**32 - 1  # containerd's burst for annotation-driven limits (math.MaxUint32)
 
-_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+_QUANTITY = re.compile(r"^([0-9]{1,20}(?:\.[0-9]{1,20})?)([a-zA-Z]*)$")
+# kubelet's bounds for the bandwidth annotations (1k .. 1P bits/s).
+MIN_BANDWIDTH, MAX_BANDWIDTH = 10**3, 10**15
 _SUFFIX = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
@@ -37,8 +41,11 @@ def parse_quantity(value: str) -> int:
     """A Kubernetes resource quantity ("10M", "1Gi") in base units."""
     m = _QUANTITY.match(value.strip())
     if not m or m.group(2) not in _SUFFIX:
-        raise InvalidArgument(f"bandwidth {value!r} is not a valid quantity (e.g. 10M)")
-    return int(float(m.group(1)) * _SUFFIX[m.group(2)])
+        raise InvalidArgument(f"bandwidth {quote(value)} is not a valid quantity (e.g. 10M)")
+    amount = int(Fraction(m.group(1)) * _SUFFIX[m.group(2)])  # exact: no float overflow
+    if not MIN_BANDWIDTH <= amount <= MAX_BANDWIDTH:
+        raise InvalidArgument(f"bandwidth {quote(value)} is not between 1k and 1P")
+    return amount
 
 
 def capability_args(config: api.PodSandboxConfig, pod_cidrs: list[str]) -> dict[str, Any]:
@@ -53,8 +60,9 @@ def capability_args(config: api.PodSandboxConfig, pod_cidrs: list[str]) -> dict[
         for pm in config.port_mappings
         if pm.host_port > 0
     ]
-    if ports:
-        caps["portMappings"] = ports
+    # Passed even when empty: portmap's DEL then knows there is nothing
+    # of this pod's to look for (no iptables-save on every pod's stop).
+    caps["portMappings"] = ports
     bandwidth: dict[str, int] = {}
     ingress = config.annotations.get(INGRESS_ANNOTATION)
     egress = config.annotations.get(EGRESS_ANNOTATION)
@@ -117,6 +125,7 @@ class PodNetwork:
             capability_args=capability_args(config, self._pod_cidrs()),
         )
 
+    @metrics.timed("cni_add")
     async def setup(
         self,
         sandbox_id: str,
@@ -132,6 +141,7 @@ class PodNetwork:
     async def check(self, sandbox_id: str, netns: str, config: api.PodSandboxConfig) -> None:
         await self.executor.check(self.network(), self.runtime_conf(sandbox_id, netns, config))
 
+    @metrics.timed("cni_del")
     async def teardown(
         self, sandbox_id: str, netns: str, config: api.PodSandboxConfig, network_name: str
     ) -> None:

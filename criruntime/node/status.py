@@ -38,7 +38,7 @@ def _network_condition(config: Config) -> tuple[api.RuntimeCondition, str]:
     return api.RuntimeCondition(type="NetworkReady", status=True), json.dumps(summary)
 
 
-def _handlers(config: Config) -> list[api.RuntimeHandler]:
+def _handlers(config: Config, user_namespaces: bool) -> list[api.RuntimeHandler]:
     # The empty name is the default handler, as kubelet asks for it when a pod names none.
     names = ["", *sorted(config.runtimes)]
     handlers = []
@@ -49,9 +49,9 @@ def _handlers(config: Config) -> list[api.RuntimeHandler]:
                 name=name,
                 features=api.RuntimeHandlerFeatures(
                     recursive_read_only_mounts=probed.recursive_read_only_mounts,
-                    # Pod user namespaces are not implemented yet (RunPodSandbox refuses them),
-                    # so claiming the runtime's support would only fail later.
-                    user_namespaces=False,
+                    # Any runtime joins the pod's user namespace by path; the idmapped mounts are
+                    # the daemon's, so the host's start-up probe decides.
+                    user_namespaces=user_namespaces and probed.path is not None,
                 ),
             )
         )
@@ -64,12 +64,13 @@ def status(
     settings: SettingsStore,
     cgroups: HostCgroups,
     runtimes: dict[str, Any] | None = None,
+    user_namespaces: bool = False,
     streaming: dict[str, object] | None = None,
 ) -> api.StatusResponse:
     network, cni_info = _network_condition(config)
     response = api.StatusResponse(
         status=api.RuntimeStatus(conditions=[_runtime_condition(config), network]),
-        runtime_handlers=_handlers(config),
+        runtime_handlers=_handlers(config, user_namespaces),
         features=api.RuntimeFeatures(supplemental_groups_policy=True),
     )
     if request.verbose:

@@ -304,6 +304,12 @@ class OciRuntime:
         know whether a `delete` is still due."""
         return os.path.isdir(os.path.join(self.root, container_id))
 
+    def start_pending(self, container_id: str) -> bool:
+        """Whether the container was created but never let go: runc and crun both keep the
+        exec fifo until a start has read it, so with it still there the process never ran,
+        even if the init has died since (killed, or its write to the fifo failed)."""
+        return os.path.exists(os.path.join(self.root, container_id, _EXEC_FIFO))
+
     # ---- running the runtime binary ------------------------------------------------------------
 
     def argv(self, *args: str) -> list[str]:

@@ -34,7 +34,7 @@ def pod_hostname(config: api.PodSandboxConfig) -> str:
     """The pod's hostname: the config's, else the node's, as containerd and CRI-O do (kubelet
     always sends one; critest does not, and its pod names exceed the 63 chars sethostname takes)."""
     name = config.hostname or socket.gethostname()
-    if len(name) > 63 or "/" in name or not _one_word(name):
+    if len(name.encode()) > 63 or "/" in name or not _one_word(name):  # bytes: sethostname
         raise InvalidArgument(f"hostname {name!r} is not valid (one word of at most 63 characters)")
     return name
 

@@ -45,6 +45,7 @@ class PodSandbox:
     uts_ns_path: str = ""
     pid_ns_path: str | None = None  # set only for a pod-level PID namespace
     pid_init_pid: int = 0  # the process holding pid_ns_path
+    userns_path: str = ""  # the pod's own user namespace (owner of the others); "" for the host's
     cgroup_parent: str = ""  # the pod cgroup, runc cgroupsPath form ("/kubepods/.../pod<uid>")
     cgroup_owned_from: str = ""  # top-most cgroup we made for it ("" if kubelet made it all)
     hostname: str = ""
@@ -117,7 +118,7 @@ class PodSandbox:
         "bundle_dir", "netns_path", "ipc_ns_path", "uts_ns_path", "pid_ns_path", "pid_init_pid",
         "cgroup_parent", "cgroup_owned_from", "hostname", "hostname_path", "hosts_path",
         "resolv_conf_path", "shm_path", "ip", "additional_ips", "network_name", "network_result",
-        "creating",
+        "creating", "userns_path",
     )  # fmt: skip
 
     def data(self) -> dict[str, Any]:

@@ -30,6 +30,8 @@ from typing import TypeVar
 
 from criruntime.errors import InvalidArgument
 from criruntime.native import linux
+from criruntime.oci.idmap import UserNamespaceMappings
+from criruntime.sandbox import user_namespace
 
 T = TypeVar("T")
 
@@ -68,6 +70,7 @@ class PinnedNamespaces:
     uts: str = ""
     pid: str = ""
     init_pid: int = 0
+    user: str = ""  # the pod's own user namespace, which owns the others; "" for the host's
 
 
 def run_in_thread(fn: Callable[[], T]) -> T:
@@ -134,10 +137,12 @@ def create(
     hostname: str,
     init_cgroup: Callable[[int], None] | None = None,
     owner: str = "",
+    userns: UserNamespaceMappings | None = None,
 ) -> PinnedNamespaces:
     """Creates and pins the requested namespaces under ns_dir (blocking; call from a thread
     pool or the event loop's executor). On failure nothing is left pinned. A PID namespace's
-    init carries `owner` (the pod's id) in its environment, so it can be found without its pid."""
+    init carries `owner` (the pod's id) in its environment, so it can be found without its pid.
+    With `userns`, a new user namespace with those mappings owns them all."""
     os.makedirs(ns_dir, mode=0o700, exist_ok=True)
     flags = (
         (linux.CLONE_NEWNET if net else 0)
@@ -145,6 +150,8 @@ def create(
         | (linux.CLONE_NEWUTS if uts else 0)
         | (linux.CLONE_NEWPID if pid else 0)
     )
+    if userns is not None:
+        return _create_in_userns(ns_dir, userns, flags, hostname, init_cgroup, owner)
 
     def work() -> PinnedNamespaces:
         pinned: list[str] = []
@@ -194,6 +201,48 @@ def create(
             raise
 
     return run_in_thread(work)
+
+
+def _create_in_userns(
+    ns_dir: str,
+    mappings: UserNamespaceMappings,
+    flags: int,
+    hostname: str,
+    init_cgroup: Callable[[int], None] | None,
+    owner: str,
+) -> PinnedNamespaces:
+    """As `create`, through the user-namespace helper (user_namespace.py)."""
+    kinds = ["user"] + [
+        kind
+        for kind, flag in (
+            ("net", linux.CLONE_NEWNET),
+            ("ipc", linux.CLONE_NEWIPC),
+            ("uts", linux.CLONE_NEWUTS),
+            ("pid", linux.CLONE_NEWPID),
+        )
+        if flags & flag
+    ]
+    init_argv = init_command() if flags & linux.CLONE_NEWPID else []
+    pinned: dict[str, str] = {}
+    init_pid = 0
+    try:
+        with user_namespace.helper_namespaces(
+            mappings, flags, hostname, init_argv, {_OWNER_ENV: owner}
+        ) as made:
+            init_pid = made.init_pid
+            if init_pid and init_cgroup is not None:
+                init_cgroup(init_pid)
+            for kind in kinds:
+                holder = init_pid if kind == "pid" else made.helper_pid
+                path = os.path.join(ns_dir, kind)
+                _pin(f"/proc/{holder}/ns/{kind}", path)
+                pinned[kind] = path
+        return PinnedNamespaces(**pinned, init_pid=init_pid)
+    except BaseException:
+        stop_init(init_pid)
+        for path in pinned.values():
+            unpin(path)
+        raise
 
 
 def stop_init(pid: int, timeout: float = 2.0) -> None:

@@ -24,6 +24,9 @@ from criruntime.cgroups.cgroupfs import Resources, systemd_slice_to_path
 from criruntime.cgroups.host import HostCgroups
 from criruntime.errors import AlreadyExists, InvalidArgument, Unknown
 from criruntime.network.cni_executor import PluginError, result_ips
+from criruntime.network.pod_network import EGRESS_ANNOTATION, INGRESS_ANNOTATION, parse_quantity
+from criruntime.observability import metrics
+from criruntime.oci import idmap
 from criruntime.sandbox import dns, namespaces
 from criruntime.sandbox.model import PodSandbox, SandboxState, name_key
 from criruntime.sandbox.service import DEFAULT_CGROUP_PREFIX, InFlightRun, SandboxService
@@ -37,6 +40,7 @@ class NetworkSetupError(Unknown):
     """A CNI plugin failed; the message carries the plugin's own (gRPC UNKNOWN, as containerd)."""
 
 
+@metrics.timed("sandbox_run")
 async def run_pod_sandbox(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
     await svc.ensure_recovered()
     config = request.config
@@ -99,8 +103,10 @@ def _validate(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
     ns = config.linux.security_context.namespace_options
     if NamespaceMode.TARGET in (ns.network, ns.ipc, ns.pid):
         raise InvalidArgument("namespace mode TARGET is only valid for containers")
-    if ns.HasField("userns_options") and ns.userns_options.mode == NamespaceMode.POD:
-        raise InvalidArgument("user namespaces are not supported by this runtime")
+    if idmap.validate(ns) is not None and not svc.user_namespaces_supported(handler):
+        raise InvalidArgument(
+            f"runtime handler {handler!r} cannot run pods with user namespaces on this host"
+        )
     namespaces.validate_sysctls(
         dict(config.linux.sysctls),
         net=ns.network != NamespaceMode.NODE,
@@ -122,6 +128,9 @@ def _validate(svc: SandboxService, request: api.RunPodSandboxRequest) -> str:
             )
     dns.pod_hostname(config)
     dns.validate_dns(config.dns_config)
+    for annotation in (INGRESS_ANNOTATION, EGRESS_ANNOTATION):
+        if config.annotations.get(annotation):  # parsed here: after ADD is too late to refuse
+            parse_quantity(config.annotations[annotation])
     return handler
 
 
@@ -132,6 +141,20 @@ def pod_cgroup_path(svc: SandboxService, sandbox_id: str, config: api.PodSandbox
     if svc.config.cgroup_driver == "systemd":
         return systemd_slice_to_path(parent)
     return "/" + parent.strip("/")
+
+
+def _shared_ownership(svc: SandboxService, cgroup: str, owned: str) -> str:
+    """A parent cgroup an earlier pod made (/P, for /P/pod-a) is this pod's too (/P/pod-b), so
+    whichever of them goes last removes it; else the first one's removal finds it busy and it
+    stays forever. Only when this pod makes part of its path: one that kubelet made is left
+    alone, and a pod cgroup another pod uses as its own is never claimed."""
+    if not owned:
+        return owned
+    for other in svc.store.list():
+        top = other.cgroup_owned_from
+        if top and len(top) < len(owned) and cgroup.startswith(top.rstrip("/") + "/"):
+            owned = top
+    return owned
 
 
 def to_resources(r: api.LinuxContainerResources) -> Resources:
@@ -184,7 +207,7 @@ async def _create(
     cgroup = pod_cgroup_path(svc, sandbox_id, config)
     # Which part of the pod cgroup is ours (kubelet makes its own) is recorded with the row,
     # before anything is made: a daemon killed half-way through making it removes it on restart.
-    owned = await asyncio.to_thread(cg.missing, cgroup)
+    owned = _shared_ownership(svc, cgroup, await asyncio.to_thread(cg.missing, cgroup))
     sandbox = PodSandbox(
         id=sandbox_id,
         state=SandboxState.NOTREADY,
@@ -228,9 +251,11 @@ async def _create(
             hostname=hostname,
             init_cgroup=lambda pid: cg.add_process(cgroup, pid),
             owner=sandbox_id,
+            userns=idmap.validate(ns_opts),
         )
         undo.callback(_undo_namespaces, ns)
         sandbox = sandbox.replace(
+            userns_path=ns.user,
             netns_path=ns.net,
             ipc_ns_path=ns.ipc,
             uts_ns_path=ns.uts,
@@ -299,5 +324,5 @@ async def _undo_network(
 
 def _undo_namespaces(ns: namespaces.PinnedNamespaces) -> None:
     namespaces.stop_init(ns.init_pid)
-    for path in (ns.net, ns.ipc, ns.uts, ns.pid):
+    for path in (ns.net, ns.ipc, ns.uts, ns.pid, ns.user):
         namespaces.unpin(path)

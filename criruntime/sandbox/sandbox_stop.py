@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from criruntime.errors import NotFound
+from criruntime.observability import metrics
 from criruntime.sandbox import namespaces
 from criruntime.sandbox.model import PodSandbox, SandboxState
 from criruntime.sandbox.service import SandboxService
@@ -22,6 +23,7 @@ log = logging.getLogger("criruntime.sandbox")
 CONTAINER_STOP_TIMEOUT = 0.0
 
 
+@metrics.timed("sandbox_stop")
 async def stop_pod_sandbox(svc: SandboxService, sandbox_id: str) -> None:
     await svc.ensure_recovered()
     try:
@@ -57,4 +59,5 @@ def release_namespaces(sandbox: PodSandbox) -> None:
     namespaces.stop_init(sandbox.pid_init_pid)
     for path in (sandbox.netns_path, sandbox.ipc_ns_path, sandbox.uts_ns_path, sandbox.pid_ns_path):
         namespaces.unpin(path or "")
+    namespaces.unpin(sandbox.userns_path)
     namespaces.unmount_shm(sandbox.shm_path)

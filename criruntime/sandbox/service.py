@@ -9,20 +9,28 @@ containers.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from criruntime.cgroups.cgroupfs import Cgroupfs
 from criruntime.cgroups.host import HostCgroups
+from criruntime.cgroups.stats import CpuRates
 from criruntime.config import Config
 from criruntime.network.cni_executor import InProcessRunner
 from criruntime.network.pod_network import PodNetwork
+from criruntime.sandbox import user_namespace
 from criruntime.sandbox.store import SandboxStore
 from criruntime.store.db import Database
 from criruntime.store.settings import SettingsStore
+
+if TYPE_CHECKING:
+    from criruntime.sandbox.sandbox_stats import ContainerStatsHook
 
 log = logging.getLogger("criruntime.sandbox")
 
@@ -77,7 +85,14 @@ class SandboxService:
         # Set by the container service; None while there is no container code.
         self.stop_containers: PodContainersHook | None = None
         self.remove_containers: PodContainersHook | None = None
+        self.container_stats: ContainerStatsHook | None = None
+        self.cpu_rates = CpuRates()  # the previous CPU sample of each pod cgroup
         self._recovery: asyncio.Task[None] | None = None
+        # Whether pods may have user namespaces here: probed once, off the start-up path.
+        self._userns_probe: concurrent.futures.Future[str] = concurrent.futures.Future()
+        threading.Thread(
+            target=self._probe_user_namespaces, name="userns-probe", daemon=True
+        ).start()
         with contextlib.suppress(RuntimeError):  # no loop: the first verb starts recovery
             self._recovery = asyncio.get_running_loop().create_task(self._recover())
 
@@ -94,6 +109,23 @@ class SandboxService:
         if self._recovery is None:
             self._recovery = asyncio.get_running_loop().create_task(self._recover())
         await asyncio.shield(self._recovery)
+
+    def _probe_user_namespaces(self) -> None:
+        try:
+            why_not = user_namespace.probe(os.path.join(self.config.root, "userns-probe"))
+        except Exception as e:  # whatever it was, the answer is no; never leave it unset
+            why_not = f"the probe failed: {e}"
+        if why_not:
+            log.warning("pods with user namespaces are refused on this host: %s", why_not)
+        self._userns_probe.set_result(why_not)
+
+    def user_namespaces_unsupported(self) -> str:
+        """ "" when this host can run pods with user namespaces, else why not."""
+        return self._userns_probe.result()
+
+    def user_namespaces_supported(self, handler: str) -> bool:
+        runtime = self.config.runtimes.get(handler or self.config.default_runtime)
+        return runtime is not None and not self.user_namespaces_unsupported()
 
     def bundle_dir(self, sandbox_id: str) -> str:
         return os.path.join(self.sandboxes_dir, sandbox_id)

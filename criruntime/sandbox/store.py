@@ -104,8 +104,13 @@ class SandboxStore:
     def update(self, sandbox: PodSandbox) -> None:
         with self._db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE pods SET state = ?, data = ? WHERE id = ?",
-                (sandbox.state.value, json.dumps(sandbox.data()), sandbox.id),
+                "UPDATE pods SET state = ?, config = ?, data = ? WHERE id = ?",
+                (
+                    sandbox.state.value,
+                    _serialize_config(sandbox),
+                    json.dumps(sandbox.data()),
+                    sandbox.id,
+                ),
             )
             if cur.rowcount == 0:
                 raise NotFound(f"pod sandbox {sandbox.id!r} not found")
@@ -113,3 +118,8 @@ class SandboxStore:
     def delete(self, sandbox_id: str) -> None:
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM pods WHERE id = ?", (sandbox_id,))
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many rows are in each state (for the metrics endpoint)."""
+        rows = self._db.query("SELECT state, COUNT(*) AS n FROM pods GROUP BY state")
+        return {str(r["state"]).lower(): int(r["n"]) for r in rows}

@@ -18,6 +18,7 @@ from criruntime.container import (
     container_stop,
     container_update,
 )
+from criruntime.errors import Unimplemented
 from criruntime.server.services import Services
 
 Context = aio.ServicerContext[object, object]
@@ -65,6 +66,15 @@ class ContainerRpcs:
         self, request: api.ReopenContainerLogRequest, context: Context
     ) -> api.ReopenContainerLogResponse:
         return await container_log_reopen.reopen_container_log(self._s.containers, request)
+
+    async def CheckpointContainer(
+        self, request: api.CheckpointContainerRequest, context: Context
+    ) -> api.CheckpointContainerResponse:
+        raise Unimplemented(
+            "CheckpointContainer is not supported: checkpointing a container needs CRIU, which "
+            "criruntime does not drive (kubelet's ContainerCheckpoint feature is unavailable "
+            "on this node)"
+        )
 
     async def ExecSync(
         self, request: api.ExecSyncRequest, context: Context

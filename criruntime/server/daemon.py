@@ -76,6 +76,7 @@ async def _serve_locked(config: Config) -> None:
         log.info("%s %s listening on unix://%s", RUNTIME_NAME, __version__, config.socket)
         await _wait_for_signal()
         log.info("stopping: draining RPCs for up to %.0fs", STOP_GRACE_SECONDS)
+        services.containers.events.close()  # event streams never end by themselves
         await server.stop(STOP_GRACE_SECONDS)
     finally:
         await services.close()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from grpc import aio
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.api.runtime.v1 import api_pb2_grpc as api_grpc
+from criruntime.server.paging import pages
 from criruntime.server.services import Services
 from criruntime.server.unimplemented import fill_unimplemented
 
@@ -26,6 +29,13 @@ class ImageServicer(api_grpc.ImageServiceServicer):  # type: ignore[misc]  # gen
         self, request: api.ListImagesRequest, context: Context
     ) -> api.ListImagesResponse:
         return await self._image.list_images(request)
+
+    async def StreamImages(
+        self, request: api.StreamImagesRequest, context: Context
+    ) -> AsyncIterator[api.StreamImagesResponse]:
+        found = await self._image.list_images(api.ListImagesRequest(filter=request.filter))
+        for page in pages(found.images):
+            yield api.StreamImagesResponse(images=page)
 
     async def ImageStatus(
         self, request: api.ImageStatusRequest, context: Context

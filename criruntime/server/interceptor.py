@@ -1,9 +1,12 @@
-"""One interceptor for every RPC: request id, logging, metrics, NUL bytes refused, and domain
+"""One interceptor for every RPC: request id, logging, metrics, request validation, and domain
 error → gRPC status.
 
-Servicers raise typed errors from criruntime.errors; this is the only place they become status
-codes, so every RPC answers bad input the same way and an unexpected bug is INTERNAL, logged with
-its traceback, and never takes the daemon down.
+Every request meets validation.validate before its verb runs, and a body that does not decode
+is INVALID_ARGUMENT, not UNKNOWN with the decoder's words. Servicers raise typed errors from
+criruntime.errors; this is the only place they become status codes, so every RPC answers bad
+input the same way. An unexpected bug is INTERNAL with the request id (its traceback goes to the
+log, never to the client) and never takes the daemon down. No message is longer than
+MAX_DETAILS: clients refuse statuses past 16 KiB of metadata.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from grpc import aio
 from criruntime.errors import CriError, InvalidArgument
 from criruntime.observability import logging as obs_logging
 from criruntime.observability import metrics
-from criruntime.server.nul import nul_field
+from criruntime.server.validation import validate
 
 log = logging.getLogger("criruntime.rpc")
 
+MAX_DETAILS = 1024  # characters of a status message
 UnaryBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
@@ -50,18 +54,19 @@ class _Call:
 
     def fail(self, exc: BaseException) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, CriError):
-            self.code, self.message = exc.code, str(exc)
+            self.code, self.message = exc.code, _truncate(str(exc))
             return exc.code, self.message
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             # A full disk is the node's state, not a bug: say where, and that retrying can work.
             where = f": {exc.filename}" if exc.filename else ""
             self.code = grpc.StatusCode.RESOURCE_EXHAUSTED
-            self.message = f"{self.method}: {exc.strerror}{where}"
+            self.message = _truncate(f"{self.method}: {exc.strerror}{where}")
             log.error("%s", self.message)
             return self.code, self.message
         self.code, self.message = (
             grpc.StatusCode.INTERNAL,
-            f"internal error in {self.method}: {exc}",
+            f"internal error in {self.method} (request {obs_logging.request_id.get()}); "
+            "the daemon log has the details",
         )
         log.exception("%s failed with an unexpected error", self.method)
         return self.code, self.message
@@ -79,17 +84,44 @@ class _Call:
         obs_logging.request_id.reset(self.token)
 
 
-def _check_request(request: Any) -> None:
-    field = nul_field(request)
-    if field is not None:
-        raise InvalidArgument(f"{field} contains a NUL byte")
+def _truncate(message: str) -> str:
+    if len(message) <= MAX_DETAILS:
+        return message
+    return message[: MAX_DETAILS - 1] + "…"
+
+
+class _Undecodable:
+    """Stands for a request body that does not parse, so the handler can answer for it."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as e:  # protobuf raises DecodeError, and others on hostile input
+            return _Undecodable(e)
+
+    return decode
+
+
+def _check_request(request: Any, method: str) -> None:
+    if isinstance(request, _Undecodable):
+        log.debug("%s: undecodable request: %s", method, request.error)
+        raise InvalidArgument(f"the {method} request body is not a valid protobuf message")
+    validate(request)
 
 
 def _wrap_unary(behavior: UnaryBehavior, full_method: str) -> UnaryBehavior:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(full_method)
         try:
-            _check_request(request)
+            _check_request(request, call.method)
             return await behavior(request, context)
         except aio.AbortError:
             raise
@@ -106,7 +138,7 @@ def _wrap_stream(behavior: StreamBehavior, full_method: str) -> StreamBehavior:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         call = _Call(full_method)
         try:
-            _check_request(request)
+            _check_request(request, call.method)
             async for item in behavior(request, context):
                 yield item
         except aio.AbortError:
@@ -133,13 +165,13 @@ class CriInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_decoding(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_decoding(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler  # the CRI has no client-streaming RPCs

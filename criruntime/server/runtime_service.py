@@ -14,6 +14,8 @@ from criruntime.node import runtime_config, status, version
 from criruntime.server.container_rpcs import ContainerRpcs
 from criruntime.server.sandbox_rpcs import SandboxRpcs
 from criruntime.server.services import Services
+from criruntime.server.stats_rpcs import StatsRpcs
+from criruntime.server.stream_rpcs import StreamRpcs
 from criruntime.server.unimplemented import fill_unimplemented
 
 Context = aio.ServicerContext[object, object]
@@ -22,7 +24,13 @@ Context = aio.ServicerContext[object, object]
 @fill_unimplemented(
     api.DESCRIPTOR.services_by_name["RuntimeService"], api_grpc.RuntimeServiceServicer
 )
-class RuntimeServicer(SandboxRpcs, ContainerRpcs, api_grpc.RuntimeServiceServicer):  # type: ignore[misc]  # generated, untyped
+class RuntimeServicer(
+    SandboxRpcs,
+    ContainerRpcs,
+    StatsRpcs,
+    StreamRpcs,
+    api_grpc.RuntimeServiceServicer,  # type: ignore[misc]  # generated, untyped
+):
     def __init__(self, services: Services) -> None:
         self._s = services
 
@@ -36,7 +44,8 @@ class RuntimeServicer(SandboxRpcs, ContainerRpcs, api_grpc.RuntimeServiceService
             self._s.settings,
             self._s.sandboxes.host_cgroups,
             self._s.containers.runtime_set.info(),
-            self._s.streaming.info(),
+            user_namespaces=not self._s.sandboxes.user_namespaces_unsupported(),
+            streaming=self._s.streaming.info(),
         )
 
     async def RuntimeConfig(

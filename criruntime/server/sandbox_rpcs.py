@@ -15,6 +15,7 @@ from criruntime.sandbox.sandbox_remove import remove_pod_sandbox
 from criruntime.sandbox.sandbox_run import run_pod_sandbox
 from criruntime.sandbox.sandbox_status import pod_sandbox_status
 from criruntime.sandbox.sandbox_stop import stop_pod_sandbox
+from criruntime.sandbox.sandbox_update import update_pod_sandbox_resources
 from criruntime.server.services import Services
 
 Context = aio.ServicerContext[object, object]
@@ -52,6 +53,12 @@ class SandboxRpcs:
     ) -> api.PodSandboxStatusResponse:
         _require_id(request.pod_sandbox_id)
         return pod_sandbox_status(self._s.sandboxes, request)
+
+    async def UpdatePodSandboxResources(
+        self, request: api.UpdatePodSandboxResourcesRequest, context: Context
+    ) -> api.UpdatePodSandboxResourcesResponse:
+        _require_id(request.pod_sandbox_id)
+        return await update_pod_sandbox_resources(self._s.sandboxes, request)
 
     async def ListPodSandbox(
         self, request: api.ListPodSandboxRequest, context: Context

@@ -8,6 +8,7 @@ also run on the real host netns, with explicit cleanup.
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -231,3 +232,36 @@ def net(node: Node, net_factory: Callable[[Node, HostCleanup | None], Net]) -> N
 def runner(node: Node, runner_for: Callable[[Node], Runner]) -> Runner:
     """Runs plugins on the isolated `node`."""
     return runner_for(node)
+
+
+@pytest.fixture
+def uplink(
+    node: Node, netns_factory: Callable[[str], Netns], traffic: Traffic
+) -> Iterator[tuple[Netns, str, str]]:
+    """Another "host": a netns wired to the node by a veth, on its own subnet."""
+    ext = netns_factory("cnit-ext")
+    v4 = ipaddress.ip_network(random_v4_subnet())
+    v6 = ipaddress.ip_network(random_v6_subnet())
+    traffic.allow(str(v4))
+    traffic.allow(str(v6))
+    assert node.netns is not None
+    sh(
+        "ip",
+        "-n",
+        node.netns.name,
+        "link",
+        "add",
+        "up0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "up1",
+        "netns",
+        ext.name,
+    )
+    for ns, ifname, idx in ((node.netns.name, "up0", 1), (ext.name, "up1", 2)):
+        sh("ip", "-n", ns, "addr", "add", f"{v4[idx]}/24", "dev", ifname)
+        sh("ip", "-n", ns, "addr", "add", f"{v6[idx]}/64", "dev", ifname, "nodad")
+        sh("ip", "-n", ns, "link", "set", ifname, "up")
+    yield ext, str(v4[1]), str(v6[1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 
 import cni
+from cni import _iptables
+from cni._ipmasq import masq_chain
 from tests.cni.conftest import HostCleanup, Net
 from tests.cni.helpers import (
     Attachment,
@@ -190,32 +193,72 @@ def test_tcp_host_to_pod_and_pod_to_pod(
         assert net.name not in "\n".join(node.iptables_rules(4))
 
 
-def test_ip_masq_rules_follow_the_pod(
+def masq_rules(node: Node, net: Net, version: int) -> list[str]:
+    subnet = ipaddress.ip_network(net.v4 if version == 4 else net.v6)
+    chain = masq_chain(net.name, subnet)
+    comment = f'"name: \\"{net.name}\\" subnet: \\"{subnet}\\""'
+    multicast = "224.0.0.0/4" if version == 4 else "ff00::/8"
+    return [
+        f"-A POSTROUTING -s {subnet} -m comment --comment {comment} -j {chain}",
+        f"-A {chain} -d {subnet} -m comment --comment {comment} -j ACCEPT",
+        f"-A {chain} ! -d {multicast} -m comment --comment {comment} -j MASQUERADE",
+    ]
+
+
+def network_rules(node: Node, net: Net, version: int) -> list[str]:
+    return [r for r in node.iptables_rules(version) if net.name in r]
+
+
+def test_ip_masq_rules_belong_to_the_network(
     node: Node,
     pod: Callable[[], Netns],
     runner: Runner,
     net: Net,
+    uplink: tuple[Netns, str, str],
+    servers: Callable[[Netns, str, int], TcpServer],
+    traffic: Traffic,
 ) -> None:
-    p = pod()
-    att = Attachment(runner, net.conflist(net.bridge_conf(ipMasq=True)), "masq1", p.path)
-    att.add()
-    comment = f'name: \\"{net.name}\\" id: \\"masq1\\"'
-    for version, pod_ip, multicast in ((4, att.ip(4), "224.0.0.0/4"), (6, att.ip(6), "ff00::/8")):
-        rules = node.iptables_rules(version)
-        jump = [r for r in rules if r.startswith("-A POSTROUTING") and comment in r]
-        assert len(jump) == 1
-        chain = jump[0].split()[-1]
-        assert chain.startswith("CNI-") and len(chain) == 28
-        plen = 128 if version == 6 else 32
-        assert f"-s {pod_ip}/{plen}" in jump[0]
-        body = [r for r in rules if r.startswith(f"-A {chain} ")]
-        assert any("-j ACCEPT" in r for r in body)
-        assert any(f"! -d {multicast}" in r and "-j MASQUERADE" in r for r in body)
-    # Deleting the netns first: DEL must still find and remove the chains.
-    p.delete()
-    att.delete()
+    """One set of rules per subnet, made by the first ADD, kept while a pod is left and
+    removed by the last DEL; pod -> outside is masqueraded, pod -> pod is not."""
+    ext, node_v4, node_v6 = uplink
+    ext_v4 = str(ipaddress.ip_address(node_v4) + 1)  # the uplink's far end
+    ext_v6 = str(ipaddress.ip_address(node_v6) + 1)
+    conflist = net.conflist(net.bridge_conf(ipMasq=True, isDefaultGateway=True))
+    a, b = pod(), pod()
+    att_a = Attachment(runner, conflist, "masq-a", a.path)
+    att_b = Attachment(runner, conflist, "masq-b", b.path, in_process=False)
+    att_a.add()
+    att_b.add()
     for version in (4, 6):
-        assert not [r for r in node.iptables_rules(version) if net.name in r]
+        # Nothing per pod: neither container ID appears in a rule.
+        assert network_rules(node, net, version) == masq_rules(node, net, version)
+
+    port = free_port()
+    servers(ext, "X", port)
+    servers(a, "A", port)
+    # The outside sees the node's address, not the pod's (which it has no route back to).
+    assert b.call(lambda: tcp_ask(traffic, ext_v4, port, "o4")) == f"X o4 from ::ffff:{node_v4}"
+    assert b.call(lambda: tcp_ask(traffic, ext_v6, port, "o6")) == f"X o6 from {node_v6}"
+    # Pod to pod keeps the source.
+    reply = b.call(lambda: tcp_ask(traffic, att_a.ip(4), port, "p"))
+    assert reply == f"A p from ::ffff:{att_b.ip(4)}"
+
+    # A rule flushed behind our back is put back by the next ADD.
+    chain = masq_chain(net.name, ipaddress.ip_network(net.v4))
+    node.run("iptables", "-t", "nat", "-F", chain)
+    att_b.delete()
+    assert network_rules(node, net, 4) == masq_rules(node, net, 4)[:1]
+    att_b.add()
+    assert network_rules(node, net, 4) == masq_rules(node, net, 4)
+
+    # The last DEL removes them, even with the netns gone first.
+    att_b.delete()
+    assert network_rules(node, net, 4) == masq_rules(node, net, 4)
+    a.delete()
+    att_a.delete()
+    for version in (4, 6):
+        assert network_rules(node, net, version) == []
+    att_a.delete()  # DEL stays idempotent
 
 
 def test_concurrent_adds_on_one_bridge(
@@ -245,6 +288,76 @@ def test_concurrent_adds_on_one_bridge(
         list(ex.map(lambda a: a.delete(), atts))
     assert not [f for f in os.listdir(net.data_dir / net.name) if f[0].isdigit()]
     assert not [r for r in node.iptables_rules(4) if net.name in r]
+
+
+def test_ip_masq_check_costs_no_exec_while_the_ruleset_is_unchanged(
+    node: Node,
+    pod: Callable[[], Netns],
+    runner: Runner,
+    net: Net,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With iptables-nft, an ADD that finds the nftables generation where this process last
+    saw the rules complete runs no iptables at all; any change to the ruleset (here a flush
+    of our chain) sends the next ADD back to iptables-save, which repairs it."""
+    monkeypatch.setattr(_iptables, "BINARIES", {4: "iptables-nft", 6: "ip6tables-nft"})
+    conflist = net.conflist(net.bridge_conf(v6=False, ipMasq=True))
+    ran: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        ran.append(argv)
+        return real_run(argv, *args, **kwargs)
+
+    atts = [Attachment(runner, conflist, f"gen-{i}", pod().path) for i in range(4)]
+    atts[0].add()  # writes the rules
+    atts[1].add()  # sees them with iptables-save
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    atts[2].add()
+    assert ran == []
+    monkeypatch.setattr(subprocess, "run", real_run)
+    node.run("iptables-nft", "-t", "nat", "-F", masq_chain(net.name, ipaddress.ip_network(net.v4)))
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    atts[3].add()
+    assert [os.path.basename(argv[0]) for argv in ran] == [
+        "iptables-nft-save", "iptables-nft-save", "iptables-nft-restore",
+    ]  # fmt: skip
+    monkeypatch.setattr(subprocess, "run", real_run)
+    assert network_rules(node, net, 4) == masq_rules(node, net, 4)
+    for att in atts:
+        att.delete()
+    assert network_rules(node, net, 4) == []
+
+
+def test_last_del_racing_an_add_keeps_the_new_pods_rules(
+    node: Node,
+    pod: Callable[[], Netns],
+    runner: Runner,
+    net: Net,
+) -> None:
+    """The network's last DEL removes its ipMasq rules while another ADD is under way: either
+    the DEL sees the new veth and keeps them, or the ADD puts them back. Never a pod without."""
+    conflist = net.conflist(net.bridge_conf(v6=False, ipMasq=True))
+    expected = masq_rules(node, net, 4)
+    old = Attachment(runner, conflist, "race-0", pod().path)
+    old.add()
+    for i in range(1, 7):
+        new = Attachment(runner, conflist, f"race-{i}", pod().path, in_process=i % 2 == 0)
+        barrier = threading.Barrier(2)
+
+        def step(att: Attachment, add: bool) -> None:
+            barrier.wait()  # noqa: B023
+            if add:
+                att.add()
+            else:
+                att.delete()
+
+        with ThreadPoolExecutor(2) as ex:
+            list(ex.map(step, (old, new), (False, True)))
+        assert network_rules(node, net, 4) == expected, f"round {i}"
+        old = new
+    old.delete()
+    assert network_rules(node, net, 4) == []
 
 
 def test_failed_add_rolls_back(

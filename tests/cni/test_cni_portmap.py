@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,8 +21,6 @@ from tests.cni.helpers import (
     Traffic,
     free_port,
     random_v4_subnet,
-    random_v6_subnet,
-    sh,
     tcp_ask,
 )
 
@@ -192,39 +191,6 @@ def test_distinct_host_ips_do_not_clash(
     assert "-d 127.0.0.2/32" in "\n".join(node.iptables_rules(4))
 
 
-@pytest.fixture
-def uplink(
-    node: Node, netns_factory: Callable[[str], Netns], traffic: Traffic
-) -> Iterator[tuple[Netns, str, str]]:
-    """Another "host": a netns wired to the node by a veth, on its own subnet."""
-    ext = netns_factory("cnit-ext")
-    v4 = ipaddress.ip_network(random_v4_subnet())
-    v6 = ipaddress.ip_network(random_v6_subnet())
-    traffic.allow(str(v4))
-    traffic.allow(str(v6))
-    assert node.netns is not None
-    sh(
-        "ip",
-        "-n",
-        node.netns.name,
-        "link",
-        "add",
-        "up0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "up1",
-        "netns",
-        ext.name,
-    )
-    for ns, ifname, idx in ((node.netns.name, "up0", 1), (ext.name, "up1", 2)):
-        sh("ip", "-n", ns, "addr", "add", f"{v4[idx]}/24", "dev", ifname)
-        sh("ip", "-n", ns, "addr", "add", f"{v6[idx]}/64", "dev", ifname, "nodad")
-        sh("ip", "-n", ns, "link", "set", ifname, "up")
-    yield ext, str(v4[1]), str(v6[1])
-
-
 def test_other_host_and_other_pod_reach_host_port(
     node: Node,
     uplink: tuple[Netns, str, str],
@@ -349,4 +315,58 @@ def test_route_localnet_is_not_set_on_an_uplink(
     runner.invoke("criruntime-portmap", "ADD", conf, env)
     assert node.sysctl("net/ipv4/conf/up0/route_localnet") == "0"
     runner.invoke("criruntime-portmap", "DEL", conf, env)
+    assert dnat_chains(node) == []
+
+
+def test_shared_chains_once_and_del_without_mappings_runs_nothing(
+    node: Node,
+    pod: Callable[[], Netns],
+    runner: Runner,
+    net: Net,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pods after the first add only their own chain (the shared rules are seen in the one
+    iptables-save and not written twice), and a DEL told there were no port mappings does
+    not run iptables at all."""
+    pods = [pod() for _ in range(3)]
+    atts = [
+        Attachment(
+            runner,
+            portmap_conflist(net, node),
+            f"shared-{i}",
+            p.path,
+            runtime={"portMappings": [mapping(free_port())]},
+        )
+        for i, p in enumerate(pods)
+    ]
+    for att in atts:
+        att.add()
+    rules = node.iptables_rules(4)
+    shared = [r for r in rules if r.startswith("-A") and "CNI-DN-" not in r]
+    assert len(shared) == len(set(shared)) == 5, shared  # SETMARK, MASQ, 3 jumps
+    assert len(dnat_chains(node)) == 3
+    att = atts.pop()
+    att.delete()
+    assert len(dnat_chains(node)) == 2
+
+    ran: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        ran.append(argv)
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    conf = {
+        **PORTMAP,
+        "name": net.name,
+        "cniVersion": "1.0.0",
+        "runtimeConfig": {"portMappings": []},
+        "prevResult": atts[0].result,
+    }
+    runner.invoke("criruntime-portmap", "DEL", conf, runner.env("shared-0", pods[0].path))
+    assert ran == []
+    monkeypatch.undo()
+    for att in atts:
+        att.delete()
     assert dnat_chains(node) == []

@@ -34,6 +34,7 @@ from tests.container.daemon_env import (
     sh,
     wait_for,
 )
+from tests.image import images
 
 CREATED = api.ContainerState.CONTAINER_CREATED
 RUNNING = api.ContainerState.CONTAINER_RUNNING
@@ -121,7 +122,8 @@ def test_run_status_and_cri_logs(cl: Cluster, imgs: ImageSet) -> None:
     listed = cl.rt.ListContainers(
         api.ListContainersRequest(filter=api.ContainerFilter(id=cid))
     ).containers
-    assert [c.image_ref for c in listed] == [imgs.busybox_repo_digest]
+    # Listed by image ID, which kubelet's image GC matches against ListImages.
+    assert [c.image_ref for c in listed] == [imgs.busybox.config_digest]
     assert listed[0].pod_sandbox_id == pod and listed[0].image_id == imgs.busybox.config_digest
 
     path = cl.log_file(pod)
@@ -600,6 +602,131 @@ def test_create_by_image_id_as_kubelet_does(cl: Cluster, imgs: ImageSet) -> None
         api.ListContainersRequest(filter=api.ContainerFilter(id=cid))
     ).containers
     assert listed.image.user_specified_image == "busybox:1"
+
+
+def test_image_names_agree_with_image_status(
+    make_daemon: Callable[..., Daemon], imgs: ImageSet
+) -> None:
+    """However the image was named (tag, repo digest, image ID, a name served by a mirror),
+    ContainerStatus and ListContainers name it as ImageStatus does; a tag pulled later shows up,
+    and all of it holds after a daemon restart."""
+    mirrored = "mirror.invalid/ctest/busybox"
+    d = make_daemon(f'[registry.mirrors."mirror.invalid"]\nendpoints = ["{imgs.registry.url}"]\n')
+    own = Cluster(d)
+    try:
+        pull(d, imgs.busybox_ref)
+        pull(d, f"{mirrored}:1")
+        pod = own.run_pod()
+        by = {
+            "tag": imgs.busybox_ref,
+            "digest": imgs.busybox_repo_digest,
+            "id": imgs.busybox.config_digest,
+            "mirror": f"{mirrored}:1",
+        }
+        cids = {how: own.create(pod, container_config(ref, name=how, **SLEEP))
+                for how, ref in by.items()}  # fmt: skip
+
+        def check() -> None:
+            image = d.image.ImageStatus(
+                api.ImageStatusRequest(image=api.ImageSpec(image=imgs.busybox.config_digest))
+            ).image
+            assert image.id == imgs.busybox.config_digest
+            listed = {
+                c.id: c for c in own.rt.ListContainers(api.ListContainersRequest()).containers
+            }
+            for how, cid in cids.items():
+                st = own.status(cid).status
+                assert st.image_id == image.id, how
+                assert st.image_ref == image.repo_digests[0], how
+                assert st.image.image == image.repo_tags[0], how
+                assert st.image.user_specified_image == by[how], how
+                assert listed[cid].image_ref == listed[cid].image_id == image.id, how
+                assert listed[cid].image.image == image.repo_tags[0], how
+
+        check()
+        # A later tag of the same image: the containers' status follows the image store.
+        images.push(imgs.registry.url, "ctest/busybox", imgs.busybox, ["0"])
+        pull(d, f"{imgs.registry.host}/ctest/busybox:0")
+        check()
+        assert own.status(cids["tag"]).status.image.image.endswith("/ctest/busybox:0")
+        d.restart()
+        check()
+    finally:
+        own.cleanup()
+        force_cleanup(d)
+
+
+def test_image_volume_is_read_only_noexec_and_pins_its_image(cl: Cluster, imgs: ImageSet) -> None:
+    """KEP-4639: an image named in a mount is mounted read-only and noexec at the container
+    path (or its image_sub_path); while the container exists the image is pinned and
+    RemoveImage refuses it; afterwards nothing stays mounted and the image can go."""
+    d = cl.daemon
+    volume_id = d.image.ImageStatus(  # kubelet pulls it, then names it by the ID it got
+        api.ImageStatusRequest(image=api.ImageSpec(image=pull(d, imgs.other_ref)))
+    ).image.id
+    pod = cl.run_pod()
+    before = mounts_under(d.base)
+
+    def image_mount(path: str, **kw: object) -> api.Mount:
+        kw.setdefault("readonly", True)
+        return api.Mount(container_path=path, image=api.ImageSpec(image=volume_id), **kw)  # type: ignore[arg-type]
+
+    def status(ref: str) -> api.Image:
+        request = api.ImageStatusRequest(image=api.ImageSpec(image=ref))
+        image: api.Image = d.image.ImageStatus(request).image
+        return image
+
+    cid = cl.run(pod, container_config(imgs.busybox_ref, mounts=[
+        image_mount("/vol"), image_mount("/vol-etc", image_sub_path="etc")], **SLEEP))  # fmt: skip
+    assert cl.exec(cid, "cat", "/vol/etc/marker", "/vol-etc/marker").stdout == b"other\nother\n"
+    assert cl.exec(cid, "cat", "/etc/marker").stdout == b"busybox\n"
+    r = cl.exec(cid, "touch", "/vol/x")
+    assert r.exit_code != 0 and b"Read-only file system" in r.stderr
+    r = cl.exec(cid, "/vol/bin/busybox", "true")
+    assert r.exit_code != 0 and b"ermission denied" in r.stderr  # noexec
+    mounts = cl.exec(cid, "cat", "/proc/self/mounts").stdout.decode().splitlines()
+    (vol,) = [m.split()[3].split(",") for m in mounts if m.split()[1] == "/vol"]
+    assert {"ro", "noexec", "nosuid", "nodev"} <= set(vol)
+
+    assert status(volume_id).pinned and not status(imgs.busybox_ref).pinned
+    listed = {i.id: i.pinned for i in d.image.ListImages(api.ListImagesRequest()).images}
+    assert listed[volume_id] and not listed[imgs.busybox.config_digest]
+    code, msg = code_of(lambda: d.image.RemoveImage(
+        api.RemoveImageRequest(image=api.ImageSpec(image=imgs.other_ref))))  # fmt: skip
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and cid in msg, msg
+    assert status(volume_id).id == volume_id
+
+    cl.stop(cid)
+    cl.remove(cid)
+    assert mounts_under(d.base) == before
+    assert not status(volume_id).pinned
+    d.image.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=volume_id)))
+    assert status(volume_id).id == ""
+
+
+def test_bad_image_volumes_are_refused_and_leak_nothing(cl: Cluster, imgs: ImageSet) -> None:
+    d = cl.daemon
+    pod = cl.run_pod()
+    before = (mounts_under(d.base), cl.list())
+    image = api.ImageSpec(image=imgs.busybox_ref)
+    for mount, code, words in (
+        (api.Mount(container_path="/v", readonly=True,
+                   image=api.ImageSpec(image="127.0.0.1:1/no/such:1")),
+         grpc.StatusCode.NOT_FOUND, "no/such"),
+        (api.Mount(container_path="/v", image=image), grpc.StatusCode.INVALID_ARGUMENT,
+         "readonly"),
+        (api.Mount(container_path="/v", readonly=True, image=image, host_path="/tmp"),
+         grpc.StatusCode.INVALID_ARGUMENT, "host_path"),
+        (api.Mount(container_path="/v", readonly=True, image=image, image_sub_path="../etc"),
+         grpc.StatusCode.INVALID_ARGUMENT, "leaves the image"),
+        # Checked once the image is mounted: what was mounted must go again.
+        (api.Mount(container_path="/v", readonly=True, image=image, image_sub_path="etc/passwd"),
+         grpc.StatusCode.INVALID_ARGUMENT, "not a directory"),
+    ):  # fmt: skip
+        config = container_config(imgs.busybox_ref, mounts=[mount], **SLEEP)
+        got, msg = code_of(lambda c=config: cl.create(pod, c))  # type: ignore[misc]
+        assert got == code and words in msg and "/v" in msg, msg
+    assert (mounts_under(d.base), cl.list()) == before
 
 
 def test_oom_kill_reports_oomkilled(cl: Cluster, imgs: ImageSet) -> None:

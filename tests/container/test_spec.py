@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -10,16 +11,20 @@ import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.cgroups.host import HostCgroups
+from criruntime.container import spec as spec_module
 from criruntime.container.providers import ImageConfig, PodInfo
 from criruntime.container.spec import (
+    ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
     DEFAULT_MASKED_PATHS,
     ContainerSpecBuilder,
     SpecInputs,
+    all_capabilities,
     seccomp_to_oci,
 )
 from criruntime.container.user import ResolvedUser, resolve_user
 from criruntime.errors import InvalidArgument
+from criruntime.oci import idmap
 from tests.container.conftest import build_busybox_layer
 
 HOST = HostCgroups(1, frozenset({"cpu", "cpuset", "memory", "hugetlb"}), swap=True)
@@ -31,9 +36,10 @@ POD = PodInfo(
 )  # fmt: skip
 
 
-def build(config: api.ContainerConfig, image: ImageConfig | None = None, **kw: object) -> dict:  # type: ignore[type-arg]
+def build(config: api.ContainerConfig, image: ImageConfig | None = None, pod: PodInfo = POD,
+          **kw: object) -> dict:  # type: ignore[type-arg]  # fmt: skip
     inputs = SpecInputs(
-        container_id="cid", config=config, pod=POD, image=image or ImageConfig(),
+        container_id="cid", config=config, pod=pod, image=image or ImageConfig(),
         rootfs="/rootfs", user=ResolvedUser(0, 0, [0]), host_cgroups=HOST,
         **kw,  # type: ignore[arg-type]
     )  # fmt: skip
@@ -143,21 +149,24 @@ def test_mounts_propagation_and_errors(tmp_path: str) -> None:
     assert "rro" in next(m for m in spec["mounts"] if m["destination"] == "/r")["options"]
 
 
-USERNS = api.NamespaceOption(userns_options=api.UserNamespace(mode=api.NamespaceMode.POD))
+_MAP = [api.IDMapping(container_id=0, host_id=65536, length=65536)]
+USERNS = api.NamespaceOption(  # a valid pod user namespace, in a pod that has none
+    userns_options=api.UserNamespace(mode=api.NamespaceMode.POD, uids=_MAP, gids=_MAP)
+)
 
 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
         (api.ContainerConfig(mounts=[api.Mount(container_path="/iv", image=api.ImageSpec(
-            image="busybox"))]), "image volumes are not supported"),
+            image="busybox"))]), "image volume not mounted"),
         (api.ContainerConfig(mounts=[api.Mount(container_path="/i", host_path="/tmp",
-            uidMappings=[api.IDMapping(host_id=1000, length=1)])]), "idmapped mounts"),
+            uidMappings=[api.IDMapping(host_id=1000, length=1)])]), "pod's user namespace"),
         (api.ContainerConfig(CDI_devices=[api.CDIDevice(name="vendor.com/gpu=0")]),
          "does not support CDI"),
         (api.ContainerConfig(linux=api.LinuxContainerConfig(
             security_context=api.LinuxContainerSecurityContext(namespace_options=USERNS))),
-         "user namespaces are not supported"),
+         "user namespace must be its pod's"),
     ],
 )  # fmt: skip
 def test_unsupported_features_are_refused_not_ignored(
@@ -169,11 +178,58 @@ def test_unsupported_features_are_refused_not_ignored(
         build(config)
 
 
+def test_image_volume_is_a_read_only_noexec_bind_of_the_mounted_image() -> None:
+    mount = api.Mount(container_path="/iv/", image=api.ImageSpec(image="x"), readonly=True)
+    spec = build(api.ContainerConfig(command=["x"], mounts=[mount]),
+                 image_volumes={"/iv": "/run/b/image-volumes/0"})  # fmt: skip
+    (m,) = [m for m in spec["mounts"] if m["destination"] == "/iv/"]
+    assert m["source"] == "/run/b/image-volumes/0"
+    assert {"ro", "noexec", "nosuid", "nodev", "rprivate"} <= set(m["options"])
+
+
 def test_host_user_namespace_is_fine() -> None:
     host = api.NamespaceOption(userns_options=api.UserNamespace(mode=api.NamespaceMode.NODE))
     security = api.LinuxContainerSecurityContext(namespace_options=host)
     build(api.ContainerConfig(command=["/x"], linux=api.LinuxContainerConfig(
         security_context=security)))  # fmt: skip
+
+
+MAP = _MAP
+POD_USERNS = USERNS
+
+
+def test_container_joins_the_pods_user_namespace_first() -> None:
+    pod = dataclasses.replace(POD, userns_path="/pod/ns/user", userns=idmap.validate(POD_USERNS))
+    security = api.LinuxContainerSecurityContext(namespace_options=POD_USERNS)
+    mount = api.Mount(container_path="/v", host_path="/tmp", uidMappings=MAP, gidMappings=MAP)
+    linux = api.LinuxContainerConfig(security_context=security)
+    config = api.ContainerConfig(command=["/x"], mounts=[mount], linux=linux)
+    spec = build(config, pod=pod)
+    assert spec["linux"]["namespaces"][:2] == [
+        {"type": "mount"},
+        {"type": "user", "path": "/pod/ns/user"},
+    ]
+    oci_map = [{"containerID": 0, "hostID": 65536, "size": 65536}]
+    assert spec["linux"]["uidMappings"] == spec["linux"]["gidMappings"] == oci_map
+    # The pod's namespace is joined whether or not the container repeats the pod's options...
+    assert build(api.ContainerConfig(command=["/x"]), pod=pod)["linux"]["namespaces"][1] == {
+        "type": "user",
+        "path": "/pod/ns/user",
+    }
+    # ... but other mappings, or the node's user namespace, are refused.
+    other = api.NamespaceOption()
+    other.CopyFrom(POD_USERNS)
+    other.userns_options.uids[0].host_id = 131072
+    host = api.NamespaceOption(userns_options=api.UserNamespace(mode=api.NamespaceMode.NODE))
+    for options in (other, host):
+        security = api.LinuxContainerSecurityContext(namespace_options=options)
+        with pytest.raises(InvalidArgument, match="must be its pod's"):
+            build(api.ContainerConfig(command=["/x"], linux=api.LinuxContainerConfig(
+                security_context=security)), pod=pod)  # fmt: skip
+    skewed = api.Mount(container_path="/v", host_path="/tmp", uidMappings=[
+        api.IDMapping(container_id=0, host_id=1, length=5)], gidMappings=MAP)  # fmt: skip
+    with pytest.raises(InvalidArgument, match="mappings must be those of the pod"):
+        build(api.ContainerConfig(command=["/x"], mounts=[skewed]), pod=pod)
 
 
 def test_devices_and_their_cgroup_rules() -> None:
@@ -191,6 +247,9 @@ def test_devices_and_their_cgroup_rules() -> None:
         (api.Device(container_path="/dev/x", host_path="/etc/hostname"), "is not a device"),
         (api.Device(container_path="/dev/x", host_path="/dev/null", permissions="rx"), "r, w, m"),
         (api.Device(container_path="dev/x", host_path="/dev/null"), "absolute"),
+        # A directory is walked for its devices: only /dev's, never the whole host.
+        (api.Device(container_path="/dev/x", host_path="/"), "must be under /dev"),
+        (api.Device(container_path="/dev/x", host_path="/dev/../proc"), "must be under /dev"),
     ):
         with pytest.raises(InvalidArgument, match=message):
             build(api.ContainerConfig(command=["x"], devices=[bad]))
@@ -234,6 +293,9 @@ def _localhost_seccomp(path: str) -> api.ContainerConfig:
         ({"syscalls": [{"names": [1], "action": "SCMP_ACT_ALLOW"}]}, "names must be strings"),
         ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": []}]},
          "includes must be an object"),
+        ({"syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": [[[1]]]}]},
+         "syscall args must be objects"),
+        ({"flags": [{"a": 1}]}, "flags must be a list of strings"),
     ],
 )  # fmt: skip
 def test_localhost_seccomp_profile_runc_would_refuse(
@@ -341,3 +403,40 @@ def test_runtime_message_prefers_error_lines() -> None:
     )
     assert _runtime_message(raw) == "runc create failed: unable to apply caps"
     assert _runtime_message("plain failure\n") == "plain failure"
+
+
+def _with_caps(*add: str) -> api.ContainerConfig:
+    caps = api.Capability(add_capabilities=list(add))
+    security = api.LinuxContainerSecurityContext(capabilities=caps)
+    return api.ContainerConfig(
+        command=["x"], linux=api.LinuxContainerConfig(security_context=security)
+    )
+
+
+def test_capabilities_outside_the_bounding_set_are_refused_at_create(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # This VM drops CAP_SYS_RESOURCE; runc used to fail the start with its own words.
+    held = [c for c in all_capabilities() if c != "CAP_SYS_RESOURCE"]
+    monkeypatch.setattr(spec_module, "all_capabilities", lambda: held)
+    with pytest.raises(InvalidArgument, match="capability CAP_SYS_RESOURCE is outside"):
+        build(_with_caps("SYS_RESOURCE"))
+    assert "CAP_SYS_ADMIN" in build(_with_caps("SYS_ADMIN"))["process"]["capabilities"]["bounding"]
+    assert set(build(_with_caps("ALL"))["process"]["capabilities"]["bounding"]) == set(held)
+
+
+def test_the_bounding_set_is_read_from_the_host() -> None:
+    with open("/proc/self/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    for cap in all_capabilities():
+        assert mask >> ALL_CAPABILITIES.index(cap) & 1, cap
+
+
+def test_an_image_passwd_that_is_a_fifo_is_invalid_argument(tmp_path: str) -> None:
+    # An image's /etc/passwd is read in a thread, and only as a bounded regular file.
+    root = os.path.join(str(tmp_path), "root")
+    build_busybox_layer(root)
+    os.unlink(os.path.join(root, "etc", "passwd"))
+    os.mkfifo(os.path.join(root, "etc", "passwd"))
+    with pytest.raises(InvalidArgument, match="/etc/passwd is not a regular file"):
+        resolve_user(root, api.LinuxContainerSecurityContext(), "www")

@@ -221,3 +221,17 @@ def test_in_process_plugins_mix_with_executables(env: dict[str, str]) -> None:
 def test_result_ips_orders_ipv4_first() -> None:
     result = {"ips": [{"address": "fd00::5/64"}, {"address": "10.0.0.5/24"}]}
     assert result_ips(result) == ["10.0.0.5", "fd00::5"]
+
+
+def test_del_drops_a_cache_write_a_kill_cut_short(env: dict[str, str]) -> None:
+    # A daemon killed while writing the result cache leaves `<entry>.tmp`; recovery tears the
+    # half-made pod down with DEL, which must take the .tmp too, or it stays forever.
+    make_plugin(env["bin"], env["log"], "only", result_body("10.3.0.2/24"))
+    net = conflist(env, [{"type": "only"}])
+    ex = CniExecutor([env["bin"]], env["cache"])
+    cache_file = os.path.join(env["cache"], "results", "fakenet-abc123-eth0")
+    os.makedirs(os.path.dirname(cache_file))
+    with open(cache_file + ".tmp", "w") as f:
+        f.write('{"kind": "cniCa')
+    asyncio.run(ex.delete(net, RT))
+    assert os.listdir(os.path.dirname(cache_file)) == []

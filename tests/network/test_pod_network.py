@@ -33,7 +33,7 @@ def test_capability_args() -> None:
         "egressBurst": 2**32 - 1,
     }
     assert caps["ipRanges"] == [[{"subnet": "10.88.0.0/16"}], [{"subnet": "fd00::/64"}]]
-    assert capability_args(api.PodSandboxConfig(), []) == {}
+    assert capability_args(api.PodSandboxConfig(), []) == {"portMappings": []}
 
 
 def test_bad_bandwidth_is_invalid_argument() -> None:

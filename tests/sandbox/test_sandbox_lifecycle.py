@@ -309,3 +309,33 @@ def test_default_cgroup_is_removed_with_pod(daemon: Daemon, podnet: PodNet) -> N
     remove_pod(daemon, pod_id)
     assert not os.path.exists(f"/sys/fs/cgroup/memory{cg}")
     assert not link_exists("veth-none")
+
+
+@pytest.mark.parametrize("last", ["a", "b"])
+def test_a_cgroup_parent_the_daemon_made_goes_with_its_last_pod(daemon: Daemon, last: str) -> None:
+    # /P is made for /P/pod-a; /P/pod-b then finds it. Whichever pod goes last takes /P along.
+    parent = f"/crtest-parent-{os.getpid()}-{last}"
+    pods = {}
+    for name in ("a", "b"):
+        config = pod_config(linux=api.LinuxPodSandboxConfig(cgroup_parent=f"{parent}/pod-{name}"))
+        ns = config.linux.security_context.namespace_options
+        ns.network, ns.ipc = NODE, NODE
+        pods[name] = run_pod(daemon, config)
+    hierarchies = [f"/sys/fs/cgroup/{h}" for h in ("memory", "pids", "cpu,cpuacct")]
+    try:
+        assert all(os.path.isdir(h + parent) for h in hierarchies if os.path.isdir(h))
+        first = "b" if last == "a" else "a"
+        remove_pod(daemon, pods.pop(first))
+        assert os.path.isdir("/sys/fs/cgroup/memory" + parent)  # the other pod is in it
+        remove_pod(daemon, pods.pop(last))
+        left = [h + parent for h in hierarchies if os.path.exists(h + parent)]
+        assert not left, left
+    finally:
+        for pod_id in pods.values():
+            remove_pod(daemon, pod_id)
+        for h in os.listdir("/sys/fs/cgroup"):
+            for path in (f"/sys/fs/cgroup/{h}{parent}/pod-a", f"/sys/fs/cgroup/{h}{parent}/pod-b"):
+                if os.path.isdir(path):
+                    os.rmdir(path)
+            if os.path.isdir(f"/sys/fs/cgroup/{h}{parent}"):
+                os.rmdir(f"/sys/fs/cgroup/{h}{parent}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 from collections.abc import Callable
 
 import grpc
@@ -11,6 +12,7 @@ import pytest
 
 from criruntime import __version__
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.sandbox import user_namespace
 from tests.conftest import Daemon
 
 
@@ -124,9 +126,15 @@ def test_update_runtime_config_rejects_bad_cidr(daemon: Daemon, cidr: str) -> No
     daemon.runtime.Version(api.VersionRequest())  # and the daemon keeps serving
 
 
-def test_status_claims_no_user_namespaces_until_pods_support_them(shared_daemon: Daemon) -> None:
+def test_status_claims_user_namespaces_as_the_host_probe_finds(
+    shared_daemon: Daemon, tmp_path: pathlib.Path
+) -> None:
+    # The same probe the daemon ran at start-up: a user namespace, idmapped dir, overlay on it.
+    can = user_namespace.probe(str(tmp_path / "probe")) == ""
     response = shared_daemon.runtime.Status(api.StatusRequest())
-    assert not any(h.features.user_namespaces for h in response.runtime_handlers)
+    assert [h.features.user_namespaces for h in response.runtime_handlers] == [can] * len(
+        response.runtime_handlers
+    )
 
 
 def test_status_advertises_supplemental_groups_policy(shared_daemon: Daemon) -> None:
