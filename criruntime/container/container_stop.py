@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import time
 
@@ -28,15 +29,18 @@ KILL_WAIT = 30.0
 
 
 async def stop(svc: ContainerService, container_id: str, grace: float) -> None:
-    deadline = time.monotonic() + max(grace, 0.0)
+    grace = max(grace, 0.0)
     inflight = svc.stops.get(container_id)
     if inflight is None:
-        inflight = PendingStop(deadline)
-        inflight.task = asyncio.get_running_loop().create_task(_stop(svc, container_id, inflight))
+        # No deadline until the stop signal is out: the grace period counts from there.
+        inflight = PendingStop(math.inf)
+        inflight.task = asyncio.get_running_loop().create_task(
+            _stop(svc, container_id, inflight, grace)
+        )
         svc.stops[container_id] = inflight
         inflight.task.add_done_callback(lambda _: _forget(svc, container_id, inflight))
     else:
-        inflight.shorten(deadline)
+        inflight.shorten(time.monotonic() + grace)
     assert inflight.task is not None
     # Shielded: a caller that gives up does not cancel the stop others wait for.
     await asyncio.shield(inflight.task)
@@ -47,7 +51,9 @@ def _forget(svc: ContainerService, container_id: str, inflight: PendingStop) -> 
         del svc.stops[container_id]
 
 
-async def _stop(svc: ContainerService, container_id: str, inflight: PendingStop) -> None:
+async def _stop(
+    svc: ContainerService, container_id: str, inflight: PendingStop, grace: float
+) -> None:
     async with svc.locked(container_id):
         try:
             container = svc.get(container_id)
@@ -56,8 +62,16 @@ async def _stop(svc: ContainerService, container_id: str, inflight: PendingStop)
         if container.state is not ContainerState.RUNNING:
             return
         runtime = svc.runtime_for(container.runtime_handler)
-        if time.monotonic() < inflight.deadline and container.stop_signal != signal.SIGKILL:
+        # A stop that came meanwhile may already have moved the deadline; it never extends.
+        if (
+            grace > 0
+            and inflight.deadline > time.monotonic()
+            and container.stop_signal != signal.SIGKILL
+        ):
             await runtime.kill(container.id, container.stop_signal)
+            inflight.shorten(time.monotonic() + grace)
+        else:
+            inflight.shorten(time.monotonic())
     await failpoints.pause(failpoints.STOP_AFTER_SIGNAL)
     # The grace period, unlocked: status, a shorter stop or a remove may come meanwhile.
     status = await _wait_until_deadline(runtime, container.bundle_dir, container.pid, inflight)

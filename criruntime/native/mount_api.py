@@ -1,6 +1,5 @@
-"""The new mount API (Linux 5.12+): open_tree, mount_setattr and move_mount, through cffi in
-ABI mode (declarations only, `dlopen(None)`: the C library's own wrappers, glibc 2.36+, and no
-compiler at install).
+"""The new mount API (Linux 5.12+): open_tree, mount_setattr and move_mount, through the cffi
+declarations in _libc.py.
 
 What it is for: an idmapped mount, which the daemon prepares itself because runc 1.1 cannot.
 `idmapped_clone` detaches a copy of a directory's mount tree (open_tree with OPEN_TREE_CLONE),
@@ -15,25 +14,7 @@ import contextlib
 import os
 from typing import Any
 
-import cffi
-
-_ffi = cffi.FFI()
-_ffi.cdef(
-    """
-    struct mount_attr {
-        uint64_t attr_set;
-        uint64_t attr_clr;
-        uint64_t propagation;
-        uint64_t userns_fd;
-    };
-    int open_tree(int dfd, const char *filename, unsigned int flags);
-    int move_mount(int from_dfd, const char *from_pathname,
-                   int to_dfd, const char *to_pathname, unsigned int flags);
-    int mount_setattr(int dfd, const char *path, unsigned int flags,
-                      struct mount_attr *uattr, size_t usize);
-    """
-)
-_libc: Any = _ffi.dlopen(None)
+from criruntime.native._libc import check, ffi, libc
 
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
@@ -49,33 +30,26 @@ MOUNT_ATTR_NOEXEC = 0x8
 MOUNT_ATTR_IDMAP = 0x100000
 
 
-def _check(ret: int, what: str, path: str) -> int:
-    if ret < 0:
-        err = _ffi.errno
-        raise OSError(err, f"{what}: {os.strerror(err)}", path)
-    return ret
-
-
 def open_tree(path: str, flags: int, dfd: int = AT_FDCWD) -> int:
     """A file descriptor for the mount at `path`; with OPEN_TREE_CLONE, a detached copy."""
-    return _check(_libc.open_tree(dfd, path.encode(), flags), "open_tree", path)
+    return check(libc.open_tree(dfd, path.encode(), flags), "open_tree", path)
 
 
 def mount_setattr(fd: int, attr_set: int, *, userns_fd: int = 0, recursive: bool = True) -> None:
     """Sets mount attributes on the mount tree `fd` refers to (MOUNT_ATTR_IDMAP needs
     `userns_fd`, and only takes on a detached tree)."""
-    attr: Any = _ffi.new("struct mount_attr *")
+    attr: Any = ffi.new("struct mount_attr *")
     attr.attr_set = attr_set
     attr.userns_fd = userns_fd
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    size = _ffi.sizeof("struct mount_attr")
-    _check(_libc.mount_setattr(fd, b"", flags, attr, size), "mount_setattr", f"fd {fd}")
+    size = ffi.sizeof("struct mount_attr")
+    check(libc.mount_setattr(fd, b"", flags, attr, size), "mount_setattr", f"fd {fd}")
 
 
 def move_mount(fd: int, target: str) -> None:
     """Attaches the (detached) mount tree `fd` at `target`."""
-    _check(
-        _libc.move_mount(fd, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+    check(
+        libc.move_mount(fd, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
         "move_mount",
         target,
     )

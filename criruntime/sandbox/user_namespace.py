@@ -24,8 +24,6 @@ from criruntime.native import linux, mount_api
 from criruntime.oci.idmap import IdMap, UserNamespaceMappings
 
 _HELPER_TIMEOUT = 20.0
-_MS_REC = 0x4000
-_MS_PRIVATE = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -108,7 +106,7 @@ def _probe(scratch: str) -> str:
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         linux.unshare(linux.CLONE_NEWNS)  # this thread only
-        linux.mount("none", "/", None, _MS_REC | _MS_PRIVATE, None)
+        linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE, None)
         for d in (layer, idmapped, upper, work, merged):
             os.makedirs(d, mode=0o700)
         with open(os.path.join(layer, "f"), "w"):
