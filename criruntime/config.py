@@ -143,6 +143,10 @@ class StreamingConfig:
         "Listen address of the Exec/Attach/PortForward server (port 0: any free port).",
         _listen_address,
     )
+    tls_cert_file: str = _opt(
+        "", "PEM certificate for HTTPS streaming URLs (with tls_key_file); empty: plain HTTP."
+    )
+    tls_key_file: str = _opt("", "PEM private key of tls_cert_file.")
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,10 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     config: Config = _build(Config, data, source, prefix="")
     merged = {**_default_runtimes(), **config.runtimes}
     config = dataclasses.replace(config, runtimes=merged)
+    if bool(config.streaming.tls_cert_file) != bool(config.streaming.tls_key_file):
+        raise ConfigError(
+            f"{source}: key 'streaming': tls_cert_file and tls_key_file must be set together"
+        )
     if AUTO_RUNTIME in config.runtimes:
         raise ConfigError(f"{source}: key 'runtimes': {AUTO_RUNTIME!r} is not a handler name")
     if config.default_runtime not in (*config.runtimes, AUTO_RUNTIME):

@@ -80,6 +80,7 @@ def test_user_values_and_mirrors() -> None:
         ({"cni": {"bin_dirs": ["/ok", 3]}}, "key 'cni.bin_dirs[1]': must be a string"),
         ({"streaming": {"address": "127.0.0.1:99999"}}, "port in 0-65535"),
         ({"streaming": {"address": "example.com:80"}}, "must be an IP address"),
+        ({"streaming": {"tls_cert_file": "/c.pem"}}, "tls_cert_file and tls_key_file"),
         (
             {"registry": {"mirrors": {"x": {"endpoint": []}}}},
             "unknown key 'registry.mirrors.\"x\".endpoint'",

@@ -65,6 +65,7 @@ def status(
     cgroups: HostCgroups,
     runtimes: dict[str, Any] | None = None,
     user_namespaces: bool = False,
+    streaming: dict[str, object] | None = None,
 ) -> api.StatusResponse:
     network, cni_info = _network_condition(config)
     response = api.StatusResponse(
@@ -80,4 +81,5 @@ def status(
         response.info["cgroups"] = json.dumps(cgroups.describe())
         if runtimes is not None:  # which handler is the default and why, where each one runs
             response.info["runtimes"] = json.dumps(runtimes)
+        response.info["streaming"] = json.dumps(streaming or {})
     return response

@@ -6,7 +6,9 @@ from grpc import aio
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container import (
+    container_attach,
     container_create,
+    container_exec,
     container_execsync,
     container_list,
     container_log_reopen,
@@ -78,3 +80,11 @@ class ContainerRpcs:
         self, request: api.ExecSyncRequest, context: Context
     ) -> api.ExecSyncResponse:
         return await container_execsync.exec_sync(self._s.containers, request)
+
+    async def Exec(self, request: api.ExecRequest, context: Context) -> api.ExecResponse:
+        checked = await container_exec.check_exec(self._s.containers, request)
+        return api.ExecResponse(url=self._s.streaming.url("exec", checked))
+
+    async def Attach(self, request: api.AttachRequest, context: Context) -> api.AttachResponse:
+        checked = await container_attach.check_attach(self._s.containers, request)
+        return api.AttachResponse(url=self._s.streaming.url("attach", checked))

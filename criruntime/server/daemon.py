@@ -89,6 +89,12 @@ async def _start_server(config: Config, services: Services) -> aio.Server:
     # Pods and containers left by a previous daemon are reconciled before the first RPC.
     await services.sandboxes.ensure_recovered()
     await services.containers.ensure_recovered()
+    try:
+        await services.streaming.start()
+    except OSError as e:
+        raise StartupError(
+            f"streaming server cannot listen on {config.streaming.address}: {e.strerror or e}"
+        ) from None
     server = aio.server(
         interceptors=[CriInterceptor()],
         options=[

@@ -45,6 +45,7 @@ class RuntimeServicer(
             self._s.sandboxes.host_cgroups,
             self._s.containers.runtime_set.info(),
             user_namespaces=not self._s.sandboxes.user_namespaces_unsupported(),
+            streaming=self._s.streaming.info(),
         )
 
     async def RuntimeConfig(

@@ -10,6 +10,7 @@ from grpc import aio
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.errors import InvalidArgument
 from criruntime.sandbox.sandbox_list import list_pod_sandbox
+from criruntime.sandbox.sandbox_portforward import check_port_forward
 from criruntime.sandbox.sandbox_remove import remove_pod_sandbox
 from criruntime.sandbox.sandbox_run import run_pod_sandbox
 from criruntime.sandbox.sandbox_status import pod_sandbox_status
@@ -63,3 +64,9 @@ class SandboxRpcs:
         self, request: api.ListPodSandboxRequest, context: Context
     ) -> api.ListPodSandboxResponse:
         return list_pod_sandbox(self._s.sandboxes, request)
+
+    async def PortForward(
+        self, request: api.PortForwardRequest, context: Context
+    ) -> api.PortForwardResponse:
+        checked = check_port_forward(self._s.sandboxes, request)
+        return api.PortForwardResponse(url=self._s.streaming.url("portforward", checked))

@@ -18,6 +18,8 @@ from criruntime.sandbox.sandbox_status import to_status
 from criruntime.sandbox.service import SandboxService
 from criruntime.store.db import Database
 from criruntime.store.settings import SettingsStore
+from criruntime.streaming.cri_runtime import CriStreamRuntime
+from criruntime.streaming.server import StreamingServer
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Services:
     image: ImageService
     sandboxes: SandboxService
     containers: ContainerService
+    streaming: StreamingServer
 
     @classmethod
     def open(cls, config: Config) -> Services:
@@ -58,9 +61,11 @@ class Services:
             image=image,
             sandboxes=sandboxes,
             containers=containers,
+            streaming=StreamingServer(config.streaming, CriStreamRuntime(containers, sandboxes)),
         )
 
     async def close(self) -> None:
+        await self.streaming.close()
         self.containers.stop_watching()
         # Finish background reaps of exited containers, so nothing is left half-deleted.
         await self.containers.settle()

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import grpc
+import asyncio
+
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
+from criruntime.api.runtime.v1 import api_pb2_grpc as api_grpc
+from criruntime.errors import Unimplemented
 from criruntime.server.image_service import ImageServicer
 from criruntime.server.runtime_service import RuntimeServicer
-from criruntime.server.unimplemented import MARK
-from tests.conftest import Daemon
+from criruntime.server.unimplemented import MARK, fill_unimplemented
 
 SERVICERS = {"RuntimeService": RuntimeServicer, "ImageService": ImageServicer}
-
-
-def _placeholders() -> list[tuple[str, str, bool]]:
-    found = []
-    for service, cls in SERVICERS.items():
-        for method in api.DESCRIPTOR.services_by_name[service].methods:
-            if getattr(getattr(cls, method.name), MARK, False):
-                found.append((service, method.name, method.server_streaming))
-    return found
 
 
 def test_generated_base_default_is_never_exposed() -> None:
@@ -31,23 +24,20 @@ def test_generated_base_default_is_never_exposed() -> None:
             assert getattr(cls, method.name).__qualname__.split(".")[0] != f"{service}Servicer"
 
 
-@pytest.mark.parametrize(("service", "method", "streaming"), _placeholders())
-def test_placeholder_answers_unimplemented(
-    shared_daemon: Daemon, service: str, method: str, streaming: bool
-) -> None:
-    desc = api.DESCRIPTOR.services_by_name[service].methods_by_name[method]
-    request_cls = getattr(api, desc.input_type.name)
-    output_cls = getattr(api, desc.output_type.name)
-    path = f"/runtime.v1.{service}/{method}"
-    channel = shared_daemon.channel
-    assert channel is not None
-    with pytest.raises(grpc.RpcError) as err:
-        if streaming:
-            call = channel.unary_stream(path, request_cls.SerializeToString, output_cls.FromString)
-            list(call(request_cls(), timeout=10))
-        else:
-            channel.unary_unary(path, request_cls.SerializeToString, output_cls.FromString)(
-                request_cls(), timeout=10
-            )
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert method in (err.value.details() or "")
+def test_placeholders_answer_unimplemented_and_name_the_rpc() -> None:
+    # Every CRI RPC is served today (streaming was the last), so this checks the placeholders
+    # on a bare servicer: an RPC a newer API adds answers like this until it is served.
+    desc = api.DESCRIPTOR.services_by_name["RuntimeService"]
+
+    @fill_unimplemented(desc, api_grpc.RuntimeServiceServicer)
+    class Bare(api_grpc.RuntimeServiceServicer):  # type: ignore[misc]  # generated, untyped
+        pass
+
+    for method in desc.methods:
+        rpc = getattr(Bare, method.name)
+        assert getattr(rpc, MARK)
+        with pytest.raises(Unimplemented, match=method.name):
+            if method.server_streaming:
+                asyncio.run(anext(rpc(Bare(), None, None)))
+            else:
+                asyncio.run(rpc(Bare(), None, None))
