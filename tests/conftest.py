@@ -16,12 +16,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 
 from criruntime.api import MAX_MESSAGE
 from criruntime.api.runtime.v1 import api_pb2_grpc as api_grpc
+
+if TYPE_CHECKING:
+    from tests.container.daemon_env import ImageSet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT = 15.0
@@ -221,6 +225,19 @@ def _remove_default_pod_cgroup_parent() -> Iterator[None]:
         for path in _default_pod_cgroups():
             with contextlib.suppress(OSError):  # not empty: something leaked; tests say what
                 os.rmdir(path)
+
+
+@pytest.fixture(scope="session")
+def imgs() -> Iterator[ImageSet]:
+    """busybox-static images pushed to one docker-registry on 127.0.0.1 for the whole session."""
+    from tests.container.daemon_env import pushed_images
+
+    workdir = tempfile.mkdtemp(prefix="crir-reg-")
+    try:
+        with pushed_images(workdir) as pushed:
+            yield pushed
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

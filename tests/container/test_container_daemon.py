@@ -29,7 +29,6 @@ from tests.container.daemon_env import (
     mounts_under,
     pid_alive,
     pull,
-    pushed_images,
     read_log,
     sh,
     wait_for,
@@ -46,16 +45,6 @@ def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as e:
         call()
     return e.value.code(), e.value.details() or ""
-
-
-@pytest.fixture(scope="module")
-def imgs() -> Iterator[ImageSet]:
-    workdir = tempfile.mkdtemp(prefix="crir-creg-")
-    try:
-        with pushed_images(workdir) as pushed:
-            yield pushed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

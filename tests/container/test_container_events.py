@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +23,6 @@ from tests.container.daemon_env import (
     container_config,
     force_cleanup,
     pull,
-    pushed_images,
     sh,
     wait_for,
 )
@@ -74,16 +71,6 @@ class Subscriber:
     def close(self) -> None:
         self.stream.cancel()
         self.thread.join(5)
-
-
-@pytest.fixture(scope="module")
-def imgs() -> Iterator[ImageSet]:
-    workdir = tempfile.mkdtemp(prefix="crir-ereg-")
-    try:
-        with pushed_images(workdir) as pushed:
-            yield pushed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

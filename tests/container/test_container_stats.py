@@ -4,8 +4,6 @@ it. One daemon for the module (one pull)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +19,6 @@ from tests.container.daemon_env import (
     container_config,
     force_cleanup,
     pull,
-    pushed_images,
     sh,
     wait_for,
 )
@@ -31,16 +28,6 @@ BUSY = sh(
     "head -c 33554432 /dev/zero > /dev/shm/fill; head -c 1048576 /dev/zero > /tmp/blob; "
     "touch /tmp/ready; exec yes > /dev/null"
 )
-
-
-@pytest.fixture(scope="module")
-def imgs() -> Iterator[ImageSet]:
-    workdir = tempfile.mkdtemp(prefix="crir-sreg-")
-    try:
-        with pushed_images(workdir) as pushed:
-            yield pushed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

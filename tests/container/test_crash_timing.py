@@ -7,9 +7,7 @@ code once its process exited."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 
@@ -26,7 +24,6 @@ from tests.container.daemon_env import (
     force_cleanup,
     pid_alive,
     pull,
-    pushed_images,
     sh,
     wait_for,
 )
@@ -34,16 +31,6 @@ from tests.container.daemon_env import (
 CREATED = api.ContainerState.CONTAINER_CREATED
 RUNNING = api.ContainerState.CONTAINER_RUNNING
 EXITED = api.ContainerState.CONTAINER_EXITED
-
-
-@pytest.fixture(scope="module")
-def imgs() -> Iterator[ImageSet]:
-    workdir = tempfile.mkdtemp(prefix="crir-creg-")
-    try:
-        with pushed_images(workdir) as pushed:
-            yield pushed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class Crash:

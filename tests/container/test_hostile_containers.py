@@ -4,8 +4,6 @@ client sent it: none freezes the daemon, none is INTERNAL, none leaves runc to s
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +20,6 @@ from tests.container.daemon_env import (
     container_config,
     force_cleanup,
     pull,
-    pushed_images,
     sh,
 )
 
@@ -35,16 +32,6 @@ def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as e:
         call()
     return e.value.code(), e.value.details() or ""
-
-
-@pytest.fixture(scope="module")
-def imgs() -> Iterator[ImageSet]:
-    workdir = tempfile.mkdtemp(prefix="crir-creg-")
-    try:
-        with pushed_images(workdir) as pushed:
-            yield pushed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from tests.container.daemon_env import (
     host_pod_config,
     mounts_under,
     pull,
-    pushed_images,
     read_log,
     sh,
     wait_for,
@@ -34,16 +33,6 @@ HOST_ID = 65536 * 7  # where the pod's ids 0..65535 live on the host
 MAP = [api.IDMapping(container_id=0, host_id=HOST_ID, length=65536)]
 POD = api.NamespaceMode.POD
 NS_GET_USERNS = 0xB701  # ioctl: the user namespace that owns a namespace
-
-
-@pytest.fixture(scope="module")
-def imgs() -> Iterator[ImageSet]:
-    workdir = tempfile.mkdtemp(prefix="crir-ureg-")
-    try:
-        with pushed_images(workdir) as pushed:
-            yield pushed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

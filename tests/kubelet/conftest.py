@@ -1,26 +1,14 @@
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from tests.conftest import Daemon
-from tests.container.daemon_env import ImageSet, pull, pushed_images
+from tests.container.daemon_env import ImageSet, pull
 from tests.kubelet.kuberuntime import Kubelet
 from tests.kubelet.node import Node
-
-
-@pytest.fixture(scope="package")
-def imgs() -> Iterator[ImageSet]:
-    workdir = tempfile.mkdtemp(prefix="crir-kreg-")
-    try:
-        with pushed_images(workdir) as pushed:
-            yield pushed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
