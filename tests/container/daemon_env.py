@@ -297,6 +297,23 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def module_daemon(*refs: str) -> Iterator[Daemon]:
+    """A daemon shared by a module's tests, `refs` pulled; stopped and cleaned up after."""
+    from tests.conftest import _new_base, _teardown
+
+    d = Daemon(base=_new_base()).start()
+    try:
+        for ref in refs:
+            pull(d, ref)
+        yield d
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+        force_cleanup(d)
+        _teardown(d)
+
+
 def force_cleanup(daemon: Daemon) -> None:
     """Last resort after the RPCs: SIGKILL container and conmon PIDs from their pidfiles, drop
     the runtimes' state (crun deletes from the host's mount namespace too), unmount whatever is

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from tests.conftest import Daemon, _new_base, _teardown
+from tests.conftest import Daemon
 from tests.container.daemon_env import (
     Cluster,
     ImageSet,
@@ -26,6 +26,7 @@ from tests.container.daemon_env import (
     container_config,
     force_cleanup,
     host_pod_config,
+    module_daemon,
     mounts_under,
     pid_alive,
     pull,
@@ -50,16 +51,8 @@ def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
 @pytest.fixture(scope="module")
 def shared(imgs: ImageSet) -> Iterator[Daemon]:
     """One daemon for the module, with the busybox and no-command images pulled."""
-    d = Daemon(base=_new_base()).start()
-    try:
-        pull(d, imgs.busybox_ref)
-        pull(d, imgs.nocmd_ref)
+    with module_daemon(imgs.busybox_ref, imgs.nocmd_ref) as d:
         yield d
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop()
-        force_cleanup(d)
-        _teardown(d)
 
 
 @pytest.fixture

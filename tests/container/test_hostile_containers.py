@@ -13,13 +13,12 @@ import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
 from criruntime.container.seccomp_profile import MAX_PROFILE_BYTES
-from tests.conftest import Daemon, _new_base, _teardown
+from tests.conftest import Daemon
 from tests.container.daemon_env import (
     Cluster,
     ImageSet,
     container_config,
-    force_cleanup,
-    pull,
+    module_daemon,
     sh,
 )
 
@@ -36,15 +35,8 @@ def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
 
 @pytest.fixture(scope="module")
 def shared(imgs: ImageSet) -> Iterator[Daemon]:
-    d = Daemon(base=_new_base()).start()
-    try:
-        pull(d, imgs.busybox_ref)
+    with module_daemon(imgs.busybox_ref) as d:
         yield d
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop()
-        force_cleanup(d)
-        _teardown(d)
 
 
 @pytest.fixture

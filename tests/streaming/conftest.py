@@ -14,13 +14,12 @@ from typing import Any, TypeVar
 import pytest
 
 from criruntime.api.runtime.v1 import api_pb2 as api
-from tests.conftest import Daemon, _new_base, _teardown
+from tests.conftest import Daemon
 from tests.container.daemon_env import (
     Cluster,
     busybox_layer,
     container_config,
-    force_cleanup,
-    pull,
+    module_daemon,
     sh,
 )
 from tests.image import images
@@ -55,15 +54,8 @@ def image_ref() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def sd(image_ref: str) -> Iterator[Daemon]:
-    d = Daemon(base=_new_base()).start()
-    try:
-        pull(d, image_ref)
+    with module_daemon(image_ref) as d:
         yield d
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop()
-        force_cleanup(d)
-        _teardown(d)
 
 
 @pytest.fixture
